@@ -1,0 +1,86 @@
+package hostmsg
+
+import (
+	"fmt"
+	"time"
+
+	"sanlock-msg/leader"
+)
+
+// Config configures a Machine for one lockspace membership (one host id
+// and generation). The driver builds a new Machine after every join.
+type Config struct {
+	// HostID and Generation are our identity in the lockspace.
+	HostID     uint64
+	Generation uint64
+	// SectorSize (512 or 4096) fixes the ack table capacity.
+	SectorSize int
+	// MaxHosts bounds target host ids (the lockspace's max_hosts).
+	MaxHosts int
+	// SendTimeout bounds a send whose Message has no Timeout. Default:
+	// 2 minutes.
+	SendTimeout time.Duration
+	// AckHold is how long an ack must have been on disk before a full ack
+	// table may evict it for another sender (the evicted sender is acked
+	// again later, so this trades latency, never correctness). Default 1 s.
+	AckHold time.Duration
+	// ActiveWindow keeps Busy true this long after the last delivery or
+	// send, so a conversation is polled at the fast rate. Default 2 s.
+	ActiveWindow time.Duration
+	// MaxOutbox bounds the number of queued sends. Default 1024.
+	MaxOutbox int
+	// CanReset says a watchdog can reset this host. Without one a WD_RESET
+	// is acked "reset-unavailable" (and still delivered to listeners).
+	CanReset bool
+}
+
+func (c *Config) validate() error {
+	if c.HostID < 1 || c.HostID > leader.BitmapHosts {
+		return fmt.Errorf("hostmsg: host id %d out of range", c.HostID)
+	}
+	if c.Generation == 0 {
+		return fmt.Errorf("hostmsg: generation 0 (not joined)")
+	}
+	if c.SectorSize != 512 && c.SectorSize != 4096 {
+		return fmt.Errorf("hostmsg: sector size %d", c.SectorSize)
+	}
+	if c.MaxHosts == 0 {
+		c.MaxHosts = leader.MaxHostID
+	}
+	if c.SendTimeout == 0 {
+		c.SendTimeout = 2 * time.Minute
+	}
+	if c.AckHold == 0 {
+		c.AckHold = time.Second
+	}
+	if c.ActiveWindow == 0 {
+		c.ActiveWindow = 2 * time.Second
+	}
+	if c.MaxOutbox == 0 {
+		c.MaxOutbox = 1024
+	}
+	return nil
+}
+
+// PeerState is a host's liveness as the driver computes it (sanlock's
+// host states; delta.HostState has the same values).
+type PeerState int
+
+// Peer states.
+const (
+	PeerUnknown PeerState = 1
+	PeerFree    PeerState = 2
+	PeerLive    PeerState = 3
+	PeerFail    PeerState = 4
+	PeerDead    PeerState = 5
+)
+
+// Peer is one host sector as just read.
+type Peer struct {
+	HostID uint64
+	Sector *leader.Sector
+	State  PeerState
+	// Bad is set when the leader record failed its checks (magic,
+	// version, lockspace name, checksum): nothing in it is acted on.
+	Bad bool
+}
