@@ -48,14 +48,14 @@ type Stats struct {
 type Machine struct {
 	cfg Config
 
-	lastSeq   uint64
-	outbox    []*outMsg // queued, not yet in our sector, in seq order
-	cur       *outMsg   // the message in our sector, or nil
+	lastSeq uint64
+	outbox  []*outMsg // queued, not yet in our sector, in seq order
+	cur     *outMsg   // the message in our sector, or nil
 	// parked holds messages taken out of our sector because every target
 	// they still wait for stopped renewing, so that messages to other
 	// hosts are not held up behind them; each goes back on disk when a
 	// target renews again, and ends when it is DEAD or times out.
-	parked []*outMsg
+	parked    []*outMsg
 	peers     map[uint64]*peer
 	listeners int
 	acks      []*ackEntry
@@ -77,7 +77,7 @@ type peer struct {
 	io    uint16 // io_timeout in its record
 	// changed is when its timestamp last changed (local time).
 	changed time.Time
-	ext   bool   // its last valid sector had our extension
+	ext     bool // its last valid sector had our extension
 	// addrSeq is the seq of its current message if that message is
 	// addressed to us (0 if none); used to tell whether our ack for it
 	// is still needed.
