@@ -43,7 +43,7 @@ type messageView struct {
 
 // runRead implements `sanlock-msg read`.
 func runRead(ctx context.Context, e *env, args []string) int {
-	c := newCommand("read", "-s NAME:HOST_ID:PATH:OFFSET [--json]", readAbout)
+	c := newCommand("read", "-s NAME:HOST_ID:PATH:OFFSET [--json] [-Z 512|4096 -A 1M|2M|4M|8M]", readAbout)
 	spec := c.specFlag("host sector to show, NAME:HOST_ID:PATH:OFFSET")
 	asJSON := c.fs.Bool("json", false, "print one JSON object (see the manual for its fields)")
 	geo := c.geometryFlags(" (only to read an area whose host 1 sector is damaged)")
