@@ -1,0 +1,143 @@
+package callback
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPermitted(t *testing.T) {
+	const daemonUID, group = 1000, 50
+	tests := []struct {
+		name string
+		peer Peer
+		ok   bool
+	}{
+		// Allowed.
+		{"root", Peer{UID: 0, GID: 7}, true},
+		{"daemon's uid", Peer{UID: daemonUID, GID: 7}, true},
+		{"primary group", Peer{UID: 2000, GID: group}, true},
+		{"supplementary group", Peer{UID: 2000, GID: 7, Groups: []uint32{3, group}}, true},
+		// Refused.
+		{"stranger", Peer{UID: 2000, GID: 7, Groups: []uint32{3, 4}}, false},
+		{"nobody", Peer{UID: 65534, GID: 65534}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := permitted(tt.peer, daemonUID, group)
+			if tt.ok != (err == nil) {
+				t.Fatalf("permitted(%+v) = %v, want ok=%v", tt.peer, err, tt.ok)
+			}
+			if err != nil && (!errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "uid 2000") && !strings.Contains(err.Error(), "uid 65534")) {
+				t.Errorf("error %q does not wrap ErrPermission or name the uid", err)
+			}
+		})
+	}
+}
+
+func TestProcGroups(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "status")
+	os.WriteFile(p, []byte("Name:\tx\nUid:\t1\t1\t1\t1\nGroups:\t4 24 27 \nNgid:\t0\n"), 0o644)
+	got := procGroups(p)
+	if len(got) != 3 || got[0] != 4 || got[1] != 24 || got[2] != 27 {
+		t.Errorf("got %v, want [4 24 27]", got)
+	}
+	if got := procGroups(filepath.Join(t.TempDir(), "missing")); got != nil {
+		t.Errorf("missing file: got %v, want nil", got)
+	}
+	// Our own process: the kernel's view.
+	if got := procGroups("/proc/self/status"); len(got) == 0 && len(mustGroups(t)) > 0 {
+		t.Errorf("/proc/self/status: no groups, want %v", mustGroups(t))
+	}
+}
+
+func mustGroups(t *testing.T) []int {
+	gs, err := os.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gs
+}
+
+func TestReadLine(t *testing.T) {
+	tests := []struct {
+		name, in string
+		max      int
+		want     string
+		err      bool
+	}{
+		{"line", "abc\nrest", 10, "abc\n", false},
+		{"exactly max", "abcd\n", 5, "abcd\n", false},
+		{"too long", "abcdef\n", 5, "", true},
+		{"too long, no newline", strings.Repeat("x", 100), 50, "", true},
+		{"eof mid line", "abc", 10, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readLine(bufio.NewReaderSize(strings.NewReader(tt.in), 16), tt.max)
+			if (err != nil) != tt.err || string(got) != tt.want {
+				t.Fatalf("got %q, %v; want %q, error %v", got, err, tt.want, tt.err)
+			}
+		})
+	}
+}
+
+func TestResolveRunDir(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == EnvRunDir {
+				return v
+			}
+			return ""
+		}
+	}
+	tests := []struct {
+		name, flag, env, want string
+	}{
+		{"flag wins", "/a", "/b", "/a"},
+		{"environment", "", "/b", "/b"},
+		{"default", "", "", DefaultRunDir},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ResolveRunDir(tt.flag, env(tt.env)); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSdNotify(t *testing.T) {
+	// Unset: not an error, nothing sent.
+	t.Setenv("NOTIFY_SOCKET", "")
+	if sent, err := sdNotify(notifyReady); sent || err != nil {
+		t.Errorf("no NOTIFY_SOCKET: got (%v, %v), want (false, nil)", sent, err)
+	}
+	// A listening socket receives the state.
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", path)
+	if sent, err := sdNotify(notifyReady); !sent || err != nil {
+		t.Fatalf("got (%v, %v), want (true, nil)", sent, err)
+	}
+	buf := make([]byte, 64)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil || string(buf[:n]) != notifyReady {
+		t.Errorf("received %q, %v; want %q", buf[:n], err, notifyReady)
+	}
+	// A missing socket is an error.
+	t.Setenv("NOTIFY_SOCKET", path+"-missing")
+	if sent, err := sdNotify(notifyReady); sent || err == nil {
+		t.Errorf("missing socket: got (%v, %v), want (false, error)", sent, err)
+	}
+}

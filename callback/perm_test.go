@@ -1,0 +1,157 @@
+package callback_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"sanlock-msg/callback"
+)
+
+// helperEnv makes the test binary act as a client: TestMain runs
+// peerHelper instead of the tests.
+const helperEnv = "CALLBACK_TEST_PEER_RUN_DIR"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(helperEnv); dir != "" {
+		os.Exit(peerHelper(dir))
+	}
+	os.Exit(m.Run())
+}
+
+// helperResult is what peerHelper prints.
+type helperResult struct {
+	DialErr   string `json:"dial_err,omitempty"`
+	StatusErr string `json:"status_err,omitempty"`
+	AddCode   string `json:"add_code"`
+	AddErr    string `json:"add_err"`
+}
+
+// peerHelper connects to the daemon of dir, asks for its status and tries
+// a state-changing op (an add with host_id 0: a permitted peer gets
+// "invalid", others "permission").
+func peerHelper(dir string) int {
+	var r helperResult
+	defer func() { json.NewEncoder(os.Stdout).Encode(r) }()
+	ctx := context.Background()
+	c, err := callback.Dial(ctx, dir)
+	if err != nil {
+		r.DialErr = err.Error()
+		return 0
+	}
+	defer c.Close()
+	if _, err := c.Status(ctx); err != nil {
+		r.StatusErr = err.Error()
+	}
+	_, err = c.AddLockspace(ctx, "LS:0:img:0", callback.AddOptions{})
+	var e *callback.Error
+	if errors.As(err, &e) {
+		r.AddCode, r.AddErr = e.Code, e.Error()
+	} else if err != nil {
+		r.AddErr = err.Error()
+	}
+	return 0
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Getuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root to run a client as another uid, and CI=true forbids skipping")
+	}
+	t.Skip("needs root to run a client as another uid")
+}
+
+// TestDaemon_permission runs clients as uid 65534 (with and without the
+// daemon's group) against a daemon whose socket is 0666, so that only the
+// SO_PEERCRED check stands between them and the daemon's state.
+func TestDaemon_permission(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	const group = 54321 // a group nobody has
+	base, err := os.MkdirTemp("", "callback-perm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	helper := filepath.Join(base, "helper")
+	copyFile(t, os.Args[0], helper, 0o755)
+
+	td := startDaemon(t, newDevices(), func(c *callback.Config) {
+		c.RunDir = filepath.Join(base, "run")
+		c.SocketMode = 0o666
+		c.Group = fmt.Sprint(group)
+	})
+	st, err := os.Stat(callback.SocketPath(td.dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o666 || st.Sys().(*syscall.Stat_t).Gid != group {
+		t.Errorf("socket mode %v gid %d, want 0666 and %d", st.Mode().Perm(), st.Sys().(*syscall.Stat_t).Gid, group)
+	}
+
+	tests := []struct {
+		name     string
+		cred     *syscall.Credential
+		wantCode string
+	}{
+		{"root", nil, callback.CodeInvalid},
+		{"nobody", &syscall.Credential{Uid: 65534, Gid: 65534}, callback.CodePermission},
+		{"nobody in the group", &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{group}}, callback.CodeInvalid},
+		{"nobody with the group as primary", &syscall.Credential{Uid: 65534, Gid: group}, callback.CodeInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(helper)
+			cmd.Env = append(os.Environ(), helperEnv+"="+td.dir)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: tt.cred}
+			cmd.Stderr = os.Stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("helper: %v\n%s", err, out)
+			}
+			var r helperResult
+			if err := json.Unmarshal(out, &r); err != nil {
+				t.Fatalf("helper output %q: %v", out, err)
+			}
+			if r.DialErr != "" || r.StatusErr != "" {
+				t.Fatalf("read-only access failed: %+v", r)
+			}
+			if r.AddCode != tt.wantCode {
+				t.Fatalf("add_lockspace: code %q (%s), want %q", r.AddCode, r.AddErr, tt.wantCode)
+			}
+			t.Logf("add_lockspace: %s", r.AddErr)
+		})
+	}
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	in, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

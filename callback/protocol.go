@@ -1,0 +1,190 @@
+package callback
+
+import (
+	"time"
+)
+
+// ProtocolVersion is the version of the wire protocol this package speaks.
+// Every Request carries it in V; the daemon answers requests of version
+// ProtocolVersion (and, for hand-written requests, a missing version) and
+// refuses others with CodeInvalid.
+const ProtocolVersion = 1
+
+// MaxLine is the longest request line the daemon accepts, newline included.
+// A longer line, or one that is not a JSON object, closes that connection.
+const MaxLine = 64 << 10
+
+// Names of the files in the run directory.
+const (
+	// SocketName is the daemon's unix socket in the run directory.
+	SocketName = "sanlock-msg.sock"
+	// PIDName is the daemon's pid file; the daemon holds an flock on it so
+	// two daemons cannot share a run directory.
+	PIDName = "sanlock-msg.pid"
+)
+
+// Ops of the protocol.
+const (
+	OpAddLockspace = "add_lockspace"
+	OpRemLockspace = "rem_lockspace"
+	OpStatus       = "status"
+	OpHostStatus   = "host_status"
+	OpShutdown     = "shutdown"
+)
+
+// Codes are the machine-readable error classes of Response.Code. The
+// client maps them back to the sentinel errors (ErrPermission, ...).
+const (
+	CodePermission = "permission" // the peer may not run this op
+	CodeExists     = "exists"     // the lockspace is already joined or joining
+	CodeNotJoined  = "not_joined" // no such lockspace in the daemon
+	CodeBusy       = "busy"       // the host id is held by a live host
+	CodeInvalid    = "invalid"    // bad request: spec, io_timeout, not a lockspace...
+	CodeRefused    = "refused"    // the daemon refuses (shutdown with lockspaces joined)
+	CodeCancelled  = "cancelled"  // the op was cancelled (a join ended by rem_lockspace or shutdown)
+	CodeIO         = "io"         // storage error
+	CodeInternal   = "internal"   // anything else
+)
+
+// Request is one request line from a client: a JSON object with the
+// protocol version, the op, and the fields that op uses (others are
+// omitted).
+type Request struct {
+	V  int    `json:"v"`
+	Op string `json:"op"`
+
+	// Spec is NAME:HOST_ID:PATH:OFFSET (add_lockspace), or that or just
+	// NAME (rem_lockspace).
+	Spec string `json:"spec,omitempty"`
+	// Name is a lockspace name (host_status; rem_lockspace without Spec).
+	Name string `json:"name,omitempty"`
+	// IOTimeout is add_lockspace's io_timeout in whole seconds, 1..255; nil
+	// means the default, 10, as sanlock. An explicit 0 is refused.
+	IOTimeout *int `json:"io_timeout,omitempty"`
+	// HostName is the name written into our sector (add_lockspace); empty
+	// means the daemon's host name (its -e).
+	HostName string `json:"host_name,omitempty"`
+	// Force makes shutdown release every lockspace first instead of
+	// refusing while lockspaces are joined.
+	Force bool `json:"force,omitempty"`
+	// Wait, on shutdown, tells the daemon the client waits for it to be
+	// gone (informational; the client does the waiting).
+	Wait bool `json:"wait,omitempty"`
+}
+
+// Response is the daemon's answer to one Request. OK is false on failure,
+// with a human-readable Error and a machine-readable Code; the payload
+// fields are set by the ops that return them.
+type Response struct {
+	V     int    `json:"v"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
+	// Warning is set on success when something still needs the user's
+	// attention (a failed lockspace removed with its watchdog expiry kept).
+	Warning string `json:"warning,omitempty"`
+
+	// Lockspace is the lockspace joined (add_lockspace).
+	Lockspace *LockspaceStatus `json:"lockspace,omitempty"`
+	// Status is the daemon's status (status).
+	Status *DaemonStatus `json:"status,omitempty"`
+	// Hosts lists the hosts of a lockspace (host_status).
+	Hosts []HostStatus `json:"hosts,omitempty"`
+	// PID is the daemon's process id (shutdown: the process to wait for).
+	PID int `json:"pid,omitempty"`
+}
+
+// Lockspace states in LockspaceStatus.State.
+const (
+	StateJoining  = "joining"  // add_lockspace in progress
+	StateJoined   = "joined"   // renewing
+	StateFailed   = "failed"   // renewals stopped for good; rem_lockspace to forget it
+	StateRemoving = "removing" // rem_lockspace in progress
+)
+
+// DaemonStatus is the status op's payload.
+type DaemonStatus struct {
+	PID        int               `json:"pid"`
+	Version    string            `json:"version"`
+	RunDir     string            `json:"run_dir"`
+	HostName   string            `json:"host_name"`
+	Watchdog   WatchdogStatus    `json:"watchdog"`
+	Lockspaces []LockspaceStatus `json:"lockspaces"`
+}
+
+// WatchdogStatus describes the daemon's watchdog and the keeper's current
+// decision.
+type WatchdogStatus struct {
+	Device     string  `json:"device"`      // "/dev/watchdog", "fake:FILE", "none"
+	TimeoutSec float64 `json:"timeout_sec"` // the device's fire timeout
+	Feeding    bool    `json:"feeding"`
+	Reset      bool    `json:"reset"`    // a reset is latched
+	Decision   string  `json:"decision"` // why it feeds or not
+}
+
+// LockspaceStatus describes one lockspace of the daemon. Times are the
+// daemon's wall clock; *_sec fields are seconds.
+type LockspaceStatus struct {
+	Name       string `json:"name"`
+	HostID     uint64 `json:"host_id"`
+	Generation uint64 `json:"generation"`
+	HostName   string `json:"host_name"`
+	Path       string `json:"path"`
+	Offset     int64  `json:"offset"`
+	State      string `json:"state"`
+	// Health is the renewal health (ok, late, warn, failed, stopped);
+	// empty while joining.
+	Health string `json:"health,omitempty"`
+	// Error says why a lockspace failed.
+	Error      string `json:"error,omitempty"`
+	SectorSize int    `json:"sector_size,omitempty"`
+	AlignSize  int    `json:"align_size,omitempty"`
+	MaxHosts   int    `json:"max_hosts,omitempty"`
+	IOTimeout  int    `json:"io_timeout"` // seconds
+	// Since is when the join started (joining) or ended (joined).
+	Since          time.Time `json:"since"`
+	LastRenewal    time.Time `json:"last_renewal,omitzero"`
+	LastRenewalAge float64   `json:"last_renewal_age_sec,omitempty"`
+	// Expiry is LastRenewal + renewal_fail (8·io_timeout): the watchdog is
+	// fed for this lockspace until then.
+	Expiry      time.Time `json:"expiry,omitzero"`
+	Renewals    int64     `json:"renewals"`
+	RenewFails  int64     `json:"renew_fails"`
+	Reads       int64     `json:"reads"`
+	FullScans   int64     `json:"full_scans"`
+	Writes      int64     `json:"writes"`
+	ReadBytes   int64     `json:"read_bytes"`
+	WriteBytes  int64     `json:"write_bytes"`
+	IOTimeouts  int64     `json:"io_timeouts"`
+	IOErrors    int64     `json:"io_errors"`
+	MaxReadSec  float64   `json:"max_read_sec"`
+	MaxWriteSec float64   `json:"max_write_sec"`
+	PollSec     float64   `json:"poll_interval_sec"`
+}
+
+// HostStatus describes one host id of a lockspace as the daemon sees it.
+type HostStatus struct {
+	HostID     uint64 `json:"host_id"`
+	OwnerID    uint64 `json:"owner_id"`
+	Generation uint64 `json:"generation"`
+	Timestamp  uint64 `json:"timestamp"`
+	// State is sanlock's: UNKNOWN, FREE, LIVE, FAIL, DEAD.
+	State     string `json:"state"`
+	HostName  string `json:"host_name"`
+	IOTimeout int    `json:"io_timeout"`
+	// Runs is "sanlock-msg" when the host's sector carries our extension,
+	// else "sanlock".
+	Runs string `json:"runs"`
+	// Self marks our own host id.
+	Self bool `json:"self,omitempty"`
+	// LastChange is when the (owner, generation, timestamp) triple last
+	// changed, as seen locally.
+	LastChange    time.Time `json:"last_change,omitzero"`
+	LastChangeAge float64   `json:"last_change_age_sec"`
+	// DeadAt is when the host becomes DEAD if it does not renew again.
+	DeadAt time.Time `json:"dead_at,omitzero"`
+	// Bad says why the last sector read failed the leader checks.
+	Bad string `json:"bad,omitempty"`
+	// BadExt counts sectors read whose extension failed its checksum.
+	BadExt int `json:"bad_ext,omitempty"`
+}
