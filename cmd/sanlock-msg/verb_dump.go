@@ -68,7 +68,7 @@ func runDump(ctx context.Context, e *env, args []string) int {
 		}
 	}
 	if *asJSON {
-		return printJSON(e, "dump", d)
+		return jsonOut(e, "dump", d)
 	}
 	d.print(e.stdout)
 	return exitOK
@@ -330,8 +330,8 @@ func joinIDs(ids []uint64) string {
 	return strings.Join(parts, ",")
 }
 
-// printJSON writes v as indented JSON.
-func printJSON(e *env, verb string, v any) int {
+// jsonOut writes v to stdout as indented JSON and returns the exit status.
+func jsonOut(e *env, verb string, v any) int {
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {

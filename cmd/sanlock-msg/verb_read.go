@@ -81,7 +81,7 @@ func runRead(ctx context.Context, e *env, args []string) int {
 	}
 	v.Message = v.Host.message()
 	if *asJSON {
-		return printJSON(e, "read", v)
+		return jsonOut(e, "read", v)
 	}
 	v.print(e.stdout)
 	return exitOK
