@@ -1,6 +1,7 @@
 package callback
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -695,6 +697,14 @@ func (d *Daemon) opHostStatus(ctx context.Context, c *Conn, req *Request) *Respo
 			hs.Bad = h.Bad.Error()
 		}
 		hosts = append(hosts, hs)
+	}
+	if !slices.ContainsFunc(hosts, func(h HostStatus) bool { return h.Self }) {
+		// Joined but not read back yet: we are live all the same.
+		st := ls.Status()
+		own := HostStatus{HostID: st.HostID, OwnerID: st.HostID, Generation: st.Generation, State: delta.StateLive.String(),
+			HostName: st.HostName, IOTimeout: int(st.IOTimeout / time.Second), Runs: "sanlock-msg", Self: true}
+		i, _ := slices.BinarySearchFunc(hosts, own.HostID, func(h HostStatus, id uint64) int { return cmp.Compare(h.HostID, id) })
+		hosts = slices.Insert(hosts, i, own)
 	}
 	return &Response{OK: true, Hosts: hosts}
 }
