@@ -36,19 +36,6 @@ func writeFile(t *testing.T, data []byte) string {
 	return path
 }
 
-// firstDiff returns the first index where a and b differ, or -1.
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
-}
-
 // sanlockRow is one row of `sanlock direct dump`.
 type sanlockRow struct {
 	Offset              int64

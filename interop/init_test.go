@@ -40,7 +40,7 @@ func compareInit(t *testing.T, c initCase, ioTimeout int, devA, devB string, siz
 	slm(t, append(args, c.ourArgs...)...)
 	a := testimg.ReadArea(t, devA, 0, int(size))
 	b := testimg.ReadArea(t, devB, 0, int(size))
-	if i := firstDiff(b, a); i >= 0 {
+	if i := testimg.FirstDiff(b, a); i >= 0 {
 		t.Fatalf("sanlock-msg init differs from sanlock direct init at byte %d (area byte %d): %#x, sanlock %#x",
 			i, int64(i)-c.off, b[i], a[i])
 	}

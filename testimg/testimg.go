@@ -161,6 +161,21 @@ func ReadArea(t testing.TB, path string, off int64, n int) []byte {
 	return buf
 }
 
+// FirstDiff returns the first index at which a and b differ, or -1 if they
+// are equal. When one is a prefix of the other, it returns the shorter
+// length. Tests comparing images use it to report where they diverge.
+func FirstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}
+
 // processAlive reports whether pid exists.
 func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)

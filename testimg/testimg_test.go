@@ -96,3 +96,22 @@ func TestBinary(t *testing.T) {
 		t.Errorf("%s version: %v: %q", bin, err, out)
 	}
 }
+
+func TestFirstDiff(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"", "", -1},
+		{"abc", "abc", -1},
+		{"abc", "abd", 2},
+		{"xbc", "abc", 0},
+		{"ab", "abc", 2},
+		{"abc", "a", 1},
+	}
+	for _, tt := range tests {
+		if got := testimg.FirstDiff([]byte(tt.a), []byte(tt.b)); got != tt.want {
+			t.Errorf("FirstDiff(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

@@ -60,7 +60,7 @@ func runDump(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "dump", fmt.Errorf("read the area: %w", err))
 	}
-	d := newAreaView(sp.Path, area)
+	d := &areaView{areaInfo: newAreaInfo(sp.Path, area), Hosts: []sectorView{}}
 	for i, s := range area.DecodeHosts(buf) {
 		v := newSectorView(area, uint64(i+1), &s)
 		if *all || v.used() {
@@ -126,23 +126,33 @@ func findArea(ctx context.Context, o *delta.IO, sp delta.Spec, geo *geometryFlag
 	return area, nil
 }
 
-// areaView is the JSON form of dump's output.
-type areaView struct {
-	Lockspace  string       `json:"lockspace"`
-	Path       string       `json:"path"`
-	Offset     int64        `json:"offset"`
-	SectorSize int          `json:"sector_size"`
-	AlignSize  int          `json:"align_size"`
-	MaxHosts   int          `json:"max_hosts"`
-	Hosts      []sectorView `json:"hosts"`
+// areaInfo names a lockspace area and its geometry in dump and read output.
+type areaInfo struct {
+	Lockspace  string `json:"lockspace"`
+	Path       string `json:"path"`
+	Offset     int64  `json:"offset"`
+	SectorSize int    `json:"sector_size"`
+	AlignSize  int    `json:"align_size"`
+	MaxHosts   int    `json:"max_hosts"`
 }
 
-func newAreaView(path string, a *delta.Area) *areaView {
-	return &areaView{
+func newAreaInfo(path string, a *delta.Area) areaInfo {
+	return areaInfo{
 		Lockspace: a.Name, Path: path, Offset: a.Offset,
 		SectorSize: a.Geo.SectorSize, AlignSize: a.Geo.AlignSize, MaxHosts: a.Geo.MaxHosts,
-		Hosts: []sectorView{},
 	}
+}
+
+// String describes the area on one line.
+func (a areaInfo) String() string {
+	return fmt.Sprintf("%q at %s:%d: %d-byte sectors, align %s, max_hosts %d",
+		a.Lockspace, a.Path, a.Offset, a.SectorSize, leader.AlignString(a.AlignSize), a.MaxHosts)
+}
+
+// areaView is the JSON form of dump's output.
+type areaView struct {
+	areaInfo
+	Hosts []sectorView `json:"hosts"`
 }
 
 // sectorView is one host sector as dump and read show it.
@@ -283,8 +293,7 @@ var dumpHeader = fmt.Sprintf("%8s %36s %48s %10s %4s %4s %4s %-15s %3s",
 	"offset", "lockspace", "resource", "timestamp", "own", "gen", "lver", "status", "io")
 
 func (d *areaView) print(w io.Writer) {
-	fmt.Fprintf(w, "lockspace %q at %s:%d: %d-byte sectors, align %s, max_hosts %d\n",
-		d.Lockspace, d.Path, d.Offset, d.SectorSize, leader.AlignString(d.AlignSize), d.MaxHosts)
+	fmt.Fprintf(w, "lockspace %v\n", d.areaInfo)
 	fmt.Fprintln(w, dumpHeader)
 	for i := range d.Hosts {
 		fmt.Fprintln(w, d.Hosts[i].line())

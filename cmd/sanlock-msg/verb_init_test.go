@@ -42,25 +42,12 @@ func TestInitMatchesSanlockImages(t *testing.T) {
 				want := make([]byte, size)
 				copy(want[off:], refArea(t, tt.image, tt.ss, tt.align, tt.hosts))
 				got := testimg.ReadArea(t, path, 0, int(size))
-				if i := firstDiff(got, want); i >= 0 {
+				if i := testimg.FirstDiff(got, want); i >= 0 {
 					t.Fatalf("image differs from sanlock's at byte %d (area byte %d): got %#x, want %#x", i, int64(i)-off, got[i], want[i])
 				}
 			})
 		}
 	}
-}
-
-// firstDiff returns the first index where a and b differ, or -1.
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }
 
 func TestInitGeometryAndIOTimeout(t *testing.T) {

@@ -20,14 +20,9 @@ match the lockspace, or be empty to accept any (see dump).`
 
 // readView is the JSON form of read's output.
 type readView struct {
-	Lockspace  string       `json:"lockspace"`
-	Path       string       `json:"path"`
-	Offset     int64        `json:"offset"`
-	SectorSize int          `json:"sector_size"`
-	AlignSize  int          `json:"align_size"`
-	MaxHosts   int          `json:"max_hosts"`
-	Host       sectorView   `json:"host"`
-	Message    *messageView `json:"message"`
+	areaInfo
+	Host    sectorView   `json:"host"`
+	Message *messageView `json:"message"`
 }
 
 // messageView is the message a sector carries: its event fields and bitmap,
@@ -73,12 +68,7 @@ func runRead(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "read", err)
 	}
-	a := newAreaView(sp.Path, area)
-	v := &readView{
-		Lockspace: a.Lockspace, Path: a.Path, Offset: a.Offset,
-		SectorSize: a.SectorSize, AlignSize: a.AlignSize, MaxHosts: a.MaxHosts,
-		Host: newSectorView(area, sp.HostID, &s),
-	}
+	v := &readView{areaInfo: newAreaInfo(sp.Path, area), Host: newSectorView(area, sp.HostID, &s)}
 	v.Message = v.Host.message()
 	if *asJSON {
 		return jsonOut(e, "read", v)
@@ -107,8 +97,7 @@ func (v *sectorView) message() *messageView {
 func (v *readView) print(w io.Writer) {
 	h := &v.Host
 	row := func(k, f string, args ...any) { fmt.Fprintf(w, "%-12s "+f+"\n", append([]any{k}, args...)...) }
-	row("lockspace", "%q at %s:%d: %d-byte sectors, align %s, max_hosts %d",
-		v.Lockspace, v.Path, v.Offset, v.SectorSize, leader.AlignString(v.AlignSize), v.MaxHosts)
+	row("lockspace", "%v", v.areaInfo)
 	row("host_id", "%d (sector at offset %d)", h.HostID, h.Offset)
 	if h.Error != "" {
 		row("status", "%s: %s", h.Status, h.Error)
