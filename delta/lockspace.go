@@ -69,7 +69,8 @@ type Config struct {
 	TimestampBase uint64
 
 	// waitHook, if set, is called each time the loop goes to sleep, with
-	// the time it will wake up (tests drive a fake clock from it).
+	// the time it will wake up, once that wake-up is scheduled on Clock
+	// (tests drive a fake clock from it).
 	waitHook func(until time.Time)
 }
 
@@ -507,9 +508,6 @@ func (ls *Lockspace) run() {
 
 // waitUntil sleeps until t, a Wake, or Close; it returns false on Close.
 func (ls *Lockspace) waitUntil(t time.Time) bool {
-	if ls.cfg.waitHook != nil {
-		ls.cfg.waitHook(t)
-	}
 	d := t.Sub(ls.clk.Now())
 	if d <= 0 {
 		select {
@@ -522,6 +520,11 @@ func (ls *Lockspace) waitUntil(t time.Time) bool {
 	timer := make(chan struct{})
 	stop := ls.clk.AfterFunc(d, func() { close(timer) })
 	defer stop()
+	// The hook runs once the wake-up is scheduled, so a test may advance
+	// its fake clock from here on.
+	if ls.cfg.waitHook != nil {
+		ls.cfg.waitHook(t)
+	}
 	select {
 	case <-timer:
 		return true
