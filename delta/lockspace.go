@@ -500,6 +500,14 @@ func (ls *Lockspace) run() {
 		if interval > 0 && lastPoll.Add(interval).Before(next) {
 			next = lastPoll.Add(interval)
 		}
+		// Wake at renewal_fail too, so that failure is declared on time
+		// rather than at the next retry or poll.
+		ls.mu.Lock()
+		failAt := ls.lastRenewal.Add(ls.t.RenewalFail())
+		ls.mu.Unlock()
+		if failAt.Before(next) {
+			next = failAt
+		}
 		if !ls.waitUntil(next) {
 			return
 		}
