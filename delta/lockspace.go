@@ -438,7 +438,7 @@ func (ls *Lockspace) run() {
 	nextRenewal := ls.lastRenewal.Add(ls.t.RenewalInterval())
 	ls.mu.Unlock()
 	var lastPoll time.Time
-	full := true // first read covers the whole area
+	full := true // the next renewal reads the whole area
 	for {
 		now := ls.clk.Now()
 		ls.mu.Lock()
@@ -460,7 +460,9 @@ func (ls *Lockspace) run() {
 		interval := ls.pollInterval(busy)
 		renew := !now.Before(nextRenewal)
 		if renew || (interval > 0 && !now.Before(lastPoll.Add(interval))) {
-			ok, err := ls.iterate(ctx, now, renew, full)
+			// Only renewals (and the first read) scan the whole area;
+			// polls read the used part.
+			ok, err := ls.iterate(ctx, now, renew, (renew && full) || lastPoll.IsZero())
 			lastPoll = now
 			if ctx.Err() != nil {
 				return
