@@ -40,9 +40,9 @@ type Config struct {
 	WatchdogTimeout time.Duration
 	// PollInterval is the idle message poll: between renewals the loop
 	// reads the used part of the area this often (default 250 ms). The
-	// loop stretches it so polls never read more than half the bytes
-	// sanlock's renewals would. Negative disables polls: only renewals
-	// read the area, as in sanlock.
+	// loop stretches it so that polls and renewals together never read
+	// more than sanlock's renewals would (polls at most half of it).
+	// Negative disables polls: only renewals read the area, as in sanlock.
 	PollInterval time.Duration
 	// FastPollInterval is the poll interval while the Messenger is busy
 	// (a message in flight or just received; default 50 ms).
@@ -546,8 +546,9 @@ func (ls *Lockspace) waitUntil(t time.Time) bool {
 }
 
 // pollInterval returns the current poll interval: fast while busy, else
-// the idle interval stretched to keep poll reads within half of what
-// sanlock's renewals read (the area every RenewalInterval).
+// the idle interval stretched so that polls and renewals together read no
+// more than sanlock's renewals (the area every RenewalInterval), and polls
+// alone at most half of that. 0 means no polls.
 func (ls *Lockspace) pollInterval(busy bool) time.Duration {
 	if ls.cfg.PollInterval < 0 {
 		return 0
@@ -558,8 +559,19 @@ func (ls *Lockspace) pollInterval(busy bool) time.Duration {
 		ls.pollEvery = ls.cfg.FastPollInterval
 		return ls.pollEvery
 	}
+	area := float64(ls.area.Geo.AlignSize)
 	perPoll := float64(ls.readHigh()) * float64(ls.area.Geo.SectorSize)
-	budget := float64(ls.area.Geo.AlignSize) / ls.t.RenewalInterval().Seconds() / 2 // bytes per second
+	// What our renewals read, on average: the whole area every
+	// FullScanEvery-th, the used part otherwise.
+	renewal := perPoll
+	if n := float64(ls.cfg.FullScanEvery); n > 0 {
+		renewal = (float64(ls.area.Geo.MaxHosts*ls.area.Geo.SectorSize) + (n-1)*perPoll) / n
+	}
+	budget := min(area/2, area-renewal) / ls.t.RenewalInterval().Seconds() // bytes per second
+	if budget <= 0 {
+		ls.pollEvery = 0
+		return 0
+	}
 	iv := time.Duration(perPoll / budget * float64(time.Second))
 	ls.pollEvery = max(ls.cfg.PollInterval, iv)
 	return ls.pollEvery
