@@ -640,7 +640,9 @@ func (ls *Lockspace) iterate(ctx context.Context, now time.Time, renew, full boo
 		return false, err
 	}
 	rec := last0
-	rec.Timestamp = max(ls.timestamp(now), last0.Timestamp+1)
+	// Past what is on disk too: a write that failed may have landed
+	// anyway (torn, or late), and peers only notice a change.
+	rec.Timestamp = max(ls.timestamp(now), last0.Timestamp+1, own.Timestamp+1)
 	rec.IOTimeout = uint16(ls.t.IO/time.Second) & 0xFF
 	rec.WriteID, rec.WriteGeneration, rec.WriteTimestamp = p.WriteID, p.WriteGeneration, p.WriteTimestamp
 	rec.Seal()
