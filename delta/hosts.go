@@ -64,10 +64,11 @@ type HostInfo struct {
 // computes their states with sanlock's rules. It is not safe for concurrent
 // use; the lockspace loop owns it.
 type Hosts struct {
-	own   uint64
-	name  string
-	t     Timeouts
-	hosts map[uint64]*HostInfo
+	own     uint64
+	name    string
+	t       Timeouts
+	hosts   map[uint64]*HostInfo
+	highest uint64 // Highest, kept up to date by Observe
 }
 
 // NewHosts returns a table for the host with id own in lockspace name;
@@ -101,6 +102,11 @@ func (h *Hosts) Observe(now time.Time, id uint64, s *leader.Sector) {
 		hi.OwnerID, hi.Generation, hi.Name = r.OwnerID, r.OwnerGeneration, r.ResourceNameString()
 	}
 	hi.Timestamp, hi.IOTimeout = r.Timestamp, r.IOTimeout
+	if hi.Timestamp != 0 {
+		h.highest = max(h.highest, id)
+	} else if id == h.highest {
+		h.highest = h.scanHighest()
+	}
 	if hi.LastLive.IsZero() {
 		// First look: last_live = first_check, so the host stays UNKNOWN
 		// until a change is seen.
@@ -153,7 +159,9 @@ func (h *Hosts) DeadAt(id uint64) time.Time {
 
 // Highest returns the highest host id whose last read showed a non-zero
 // timestamp (a joined host), or 0.
-func (h *Hosts) Highest() uint64 {
+func (h *Hosts) Highest() uint64 { return h.highest }
+
+func (h *Hosts) scanHighest() uint64 {
 	var hi uint64
 	for id, x := range h.hosts {
 		if x.Timestamp != 0 && id > hi {
