@@ -12,7 +12,7 @@ import (
 
 // waitFor polls cond without sleeping on the fake clock; the goroutine
 // under test runs on real time, so yield until it gets there.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
