@@ -181,22 +181,7 @@ func TestDaemon_secondAdd(t *testing.T) {
 // waitState waits until lockspace name is in state.
 func waitState(t *testing.T, c *callback.Client, name, state string) callback.LockspaceStatus {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, err := c.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ls := range st.Lockspaces {
-			if ls.Name == name && ls.State == state {
-				return ls
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lockspace %s never reached state %s: %+v", name, state, st.Lockspaces)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return waitStateFor(t, c, name, state, 20*time.Second)
 }
 
 // TestDaemon_busy: a host id renewed by another daemon is not taken: the
