@@ -13,6 +13,7 @@ import (
 
 	"sanlock-msg/callback"
 	"sanlock-msg/testimg"
+	"sanlock-msg/watchdog"
 )
 
 // syncBuffer is a bytes.Buffer safe for a daemon goroutine to write.
@@ -172,5 +173,24 @@ func TestDaemonVerb_badWatchdog(t *testing.T) {
 	}
 	if _, errOut, st := runCmd(t, "daemon", "--socket-mode", "rw"); st != 2 {
 		t.Errorf("bad --socket-mode: exit %d, %s", st, errOut)
+	}
+}
+
+// TestDaemonVerb_fakeFire: a daemon restarted with a reset pending never
+// feeds its fake watchdog, which fires; the verb exits 137 as if the host
+// had been reset.
+func TestDaemonVerb_fakeFire(t *testing.T) {
+	runDir := t.TempDir()
+	if err := watchdog.WriteMarker(runDir, "test reset"); err != nil {
+		t.Fatal(err)
+	}
+	wdFile := filepath.Join(t.TempDir(), "wd")
+	start := time.Now()
+	out, errOut, st := runCmd(t, "daemon", "--run-dir", runDir, "--watchdog", "fake:"+wdFile, "--watchdog-timeout", "2s")
+	if st != 137 || !strings.Contains(errOut, "RESET PENDING") || !strings.Contains(errOut, "FAKE WATCHDOG FIRED") {
+		t.Fatalf("exit %d after %v, want 137 and the reset logged:\n%s%s", st, time.Since(start), out, errOut)
+	}
+	if b, _ := os.ReadFile(wdFile); !strings.Contains(string(b), "fire") {
+		t.Errorf("watchdog file has no fire:\n%s", b)
 	}
 }
