@@ -12,10 +12,13 @@ import (
 //
 //	200..202  magic "smg"
 //	203       format version (ExtVersion)
-//	204..207  CRC-32C (standard Castagnoli) of the whole sector with these
-//	          four bytes left out: it covers the leader record, the event
-//	          fields 176..199, the bitmap and the extension, so a torn or
-//	          partly stale sector is never acted on
+//	204..207  CRC-32C (standard Castagnoli) of the whole sector except
+//	          these four bytes and sanlock's checksum (168..171): it covers
+//	          the leader record, the event fields 176..199, the bitmap and
+//	          the extension, so a torn or partly stale sector is never acted
+//	          on. (Leaving sanlock's checksum out matters: a CRC register
+//	          fed its own value becomes a constant, so covering a valid
+//	          sanlock checksum would make bytes 0..167 drop out of ours.)
 //	208..213  seq of the message in the event fields and bitmap (48 bits;
 //	          0 = no message)
 //	214       flags (ExtFlag*)
@@ -159,10 +162,11 @@ func hasExtMagic(b []byte) bool {
 	return b[OffExt] == ExtMagic[0] && b[OffExt+1] == ExtMagic[1] && b[OffExt+2] == ExtMagic[2]
 }
 
-// extCRC computes the extension checksum of a whole sector, skipping the
-// four CRC bytes themselves.
+// extCRC computes the extension checksum of a whole sector, skipping
+// sanlock's checksum and the extension CRC itself.
 func extCRC(b []byte) uint32 {
-	c := crc32.Update(0, castagnoli, b[:OffExtCRC])
+	c := crc32.Update(0, castagnoli, b[:OffChecksum])
+	c = crc32.Update(c, castagnoli, b[OffChecksum+4:OffExtCRC])
 	return crc32.Update(c, castagnoli, b[OffExtCRC+4:])
 }
 
