@@ -135,6 +135,8 @@ type member struct {
 	ls    *delta.Lockspace
 	dev   delta.Device
 	err   error // why the lockspace failed
+
+	msg *messenger // the message side; set before the join starts
 }
 
 // New returns a Daemon for cfg. It resolves the group but has no side
@@ -449,7 +451,7 @@ func (d *Daemon) startJoin(spec delta.Spec, iot time.Duration, hostName string, 
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	m := &member{spec: spec, hostName: hostName, io: iot, cancel: cancel, joined: make(chan struct{}),
-		state: StateJoining, since: d.clk.Now()}
+		state: StateJoining, since: d.clk.Now(), msg: d.newMessenger(spec.Name, iot)}
 	d.members[spec.Name] = m
 	d.log.Info("adding lockspace", "lockspace", spec.Name, "host_id", spec.HostID, "path", spec.Path,
 		"offset", spec.Offset, "io_timeout", iot, "host_name", hostName, "by", peer.String())
@@ -468,7 +470,7 @@ func (d *Daemon) join(ctx context.Context, m *member) {
 		cfg := delta.Config{
 			Name: name, HostID: m.spec.HostID, Offset: m.spec.Offset, HostName: m.hostName,
 			IOTimeout: m.io, WatchdogTimeout: d.cfg.WatchdogTimeout, Clock: d.clk, Logger: d.log,
-			Messenger: d.newMessenger(name, m.spec),
+			Messenger: m.msg,
 			OnRenewal: func(ev delta.RenewalEvent) {
 				if ev.OK {
 					d.keeper.SetExpiry(name, ev.Expiry)
@@ -490,6 +492,7 @@ func (d *Daemon) join(ctx context.Context, m *member) {
 		m.joinErr = err
 	} else {
 		m.ls, m.dev, m.state, m.since = ls, dev, StateJoined, d.clk.Now()
+		m.msg.setLockspace(ls)
 	}
 	d.mu.Unlock()
 	close(m.joined)
@@ -587,7 +590,7 @@ func (d *Daemon) remove(ctx context.Context, m *member) (warning string, err err
 		d.mu.Unlock()
 		m.cancel()
 		dev.Close()
-		d.lockspaceGone(name)
+		d.lockspaceGone(m, "lockspace removed")
 	}
 	if failure == nil {
 		failure = ls.Err()
@@ -648,6 +651,7 @@ func (d *Daemon) lockspaceStatusLocked(m *member) LockspaceStatus {
 	s.Renewals, s.RenewFails, s.Reads, s.FullScans, s.Writes = ls.Renewals, ls.RenewFails, ls.Reads, ls.FullScans, ls.Writes
 	s.ReadBytes, s.WriteBytes, s.IOTimeouts, s.IOErrors = ls.IO.ReadBytes, ls.IO.WriteBytes, ls.IO.Timeouts, ls.IO.Errors
 	s.MaxReadSec, s.MaxWriteSec, s.PollSec = ls.IO.MaxRead.Seconds(), ls.IO.MaxWrite.Seconds(), ls.PollEvery.Seconds()
+	s.Messages = m.msg.status()
 	if ls.Err != nil && s.Error == "" {
 		s.Error = ls.Err.Error()
 	}

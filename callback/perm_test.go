@@ -32,6 +32,9 @@ type helperResult struct {
 	StatusErr string `json:"status_err,omitempty"`
 	AddCode   string `json:"add_code"`
 	AddErr    string `json:"add_err"`
+	SendCode  string `json:"send_code"`  // a user code
+	ResetCode string `json:"reset_code"` // WD_RESET: root only
+	ResetErr  string `json:"reset_err"`
 }
 
 // peerHelper connects to the daemon of dir, asks for its status and tries
@@ -56,6 +59,14 @@ func peerHelper(dir string) int {
 		r.AddCode, r.AddErr = e.Code, e.Error()
 	} else if err != nil {
 		r.AddErr = err.Error()
+	}
+	// Both sends name a lockspace that is not joined: a permitted peer
+	// gets "not_joined".
+	if _, err := c.Send(ctx, callback.SendRequest{Lockspace: "NOPE", Targets: []uint64{2}, Code: 1 << 16}); errors.As(err, &e) {
+		r.SendCode = e.Code
+	}
+	if _, err := c.Send(ctx, callback.SendRequest{Lockspace: "NOPE", Targets: []uint64{2}, Code: 1}); errors.As(err, &e) {
+		r.ResetCode, r.ResetErr = e.Code, e.Error()
 	}
 	return 0
 }
@@ -103,14 +114,17 @@ func TestDaemon_permission(t *testing.T) {
 	}
 
 	tests := []struct {
-		name     string
-		cred     *syscall.Credential
-		wantCode string
+		name               string
+		cred               *syscall.Credential
+		wantCode, wantSend string
+		wantReset          string
 	}{
-		{"root", nil, callback.CodeInvalid},
-		{"nobody", &syscall.Credential{Uid: 65534, Gid: 65534}, callback.CodePermission},
-		{"nobody in the group", &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{group}}, callback.CodeInvalid},
-		{"nobody with the group as primary", &syscall.Credential{Uid: 65534, Gid: group}, callback.CodeInvalid},
+		{"root", nil, callback.CodeInvalid, callback.CodeNotJoined, callback.CodeNotJoined},
+		{"nobody", &syscall.Credential{Uid: 65534, Gid: 65534}, callback.CodePermission, callback.CodePermission, callback.CodePermission},
+		{"nobody in the group", &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{group}}, callback.CodeInvalid,
+			callback.CodeNotJoined, callback.CodePermission},
+		{"nobody with the group as primary", &syscall.Credential{Uid: 65534, Gid: group}, callback.CodeInvalid,
+			callback.CodeNotJoined, callback.CodePermission},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,7 +146,10 @@ func TestDaemon_permission(t *testing.T) {
 			if r.AddCode != tt.wantCode {
 				t.Fatalf("add_lockspace: code %q (%s), want %q", r.AddCode, r.AddErr, tt.wantCode)
 			}
-			t.Logf("add_lockspace: %s", r.AddErr)
+			if r.SendCode != tt.wantSend || r.ResetCode != tt.wantReset {
+				t.Fatalf("send: code %q, reset: code %q (%s); want %q and %q", r.SendCode, r.ResetCode, r.ResetErr, tt.wantSend, tt.wantReset)
+			}
+			t.Logf("add_lockspace: %s; reset: %s", r.AddErr, r.ResetErr)
 		})
 	}
 }

@@ -68,8 +68,21 @@ type Request struct {
 	// refusing while lockspaces are joined.
 	Force bool `json:"force,omitempty"`
 	// Wait, on shutdown, tells the daemon the client waits for it to be
-	// gone (informational; the client does the waiting).
+	// gone (informational; the client does the waiting); on send, asks for
+	// the result instead of just the seq.
 	Wait bool `json:"wait,omitempty"`
+
+	// Send: Name is the lockspace; Targets the host ids; Generation the
+	// target generation (0 = any incarnation; one target only); Code the
+	// event code bitfield; Seq the caller's seq (0 = generate one); Data
+	// the event data (absent = the seq); TimeoutMs bounds the send
+	// (0 = host_dead of the lockspace).
+	Targets    []uint64 `json:"targets,omitempty"`
+	Generation uint64   `json:"generation,omitempty"`
+	Code       uint64   `json:"code,omitempty"`
+	Seq        uint64   `json:"seq,omitempty"`
+	Data       *uint64  `json:"data,omitempty"`
+	TimeoutMs  int64    `json:"timeout_ms,omitempty"`
 }
 
 // Response is the daemon's answer to one Request. OK is false on failure,
@@ -92,6 +105,8 @@ type Response struct {
 	Hosts []HostStatus `json:"hosts,omitempty"`
 	// PID is the daemon's process id (shutdown: the process to wait for).
 	PID int `json:"pid,omitempty"`
+	// Send is the send op's reply.
+	Send *SendReply `json:"send,omitempty"`
 }
 
 // Lockspace states in LockspaceStatus.State.
@@ -160,6 +175,8 @@ type LockspaceStatus struct {
 	MaxReadSec  float64   `json:"max_read_sec"`
 	MaxWriteSec float64   `json:"max_write_sec"`
 	PollSec     float64   `json:"poll_interval_sec"`
+	// Messages is the message side (nil while joining).
+	Messages *MessageStatus `json:"messages,omitempty"`
 }
 
 // HostStatus describes one host id of a lockspace as the daemon sees it.

@@ -32,6 +32,10 @@ type Message struct {
 	// target that restarted rejects the message and the send fails with
 	// OutcomeRestarted. 0 means any incarnation. Only with one target.
 	TargetGeneration uint64
+	// CurrentGeneration, with TargetGeneration 0 and one target, names the
+	// target's generation as last read (sanlock's CUR_GENERATION flag): a
+	// reset meant for this incarnation can never hit the next one.
+	CurrentGeneration bool
 	// Code is the event code bitfield (leader.Event*); must not be 0.
 	Code uint64
 	// Data is carried in the event data field; if HasData is false the

@@ -1,0 +1,129 @@
+package callback
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+)
+
+// SendRequest is a message to send.
+type SendRequest struct {
+	// Lockspace is the lockspace name.
+	Lockspace string
+	// Targets are the host ids to send to (one message to all of them).
+	Targets []uint64
+	// Generation names the target's incarnation (0 = any); one target only.
+	Generation uint64
+	// Code is the event code bitfield (see leader.ParseCodes).
+	Code uint64
+	// Seq is the caller's seq (0 = the daemon generates one); it must be
+	// greater than every seq sent before in this lockspace membership.
+	Seq uint64
+	// Data is carried in the event data field; nil carries the seq.
+	Data *uint64
+	// Wait makes Send return only once every target acked, died,
+	// restarted or the send timed out, with the per-target result.
+	Wait bool
+	// Timeout bounds the send in the daemon (0 = the lockspace's host_dead
+	// plus a renewal interval).
+	Timeout time.Duration
+}
+
+// Send sends a message. Without Wait it returns as soon as the daemon
+// queued it (SendReply.Seq); with Wait, once the send finished, with the
+// outcome for each target in SendReply.Targets (SendReply.OK is true when
+// every target got it). Sending reset or reboot codes needs root.
+func (c *Client) Send(ctx context.Context, s SendRequest) (*SendReply, error) {
+	if s.Timeout < 0 {
+		return nil, fmt.Errorf("%w: negative timeout", ErrInvalid)
+	}
+	resp, err := c.Do(ctx, Request{Op: OpSend, Name: s.Lockspace, Targets: s.Targets, Generation: s.Generation,
+		Code: s.Code, Seq: s.Seq, Data: s.Data, Wait: s.Wait, TimeoutMs: s.Timeout.Milliseconds()})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Send == nil {
+		return nil, fmt.Errorf("callback: send: empty reply")
+	}
+	return resp.Send, nil
+}
+
+// Registration is a stream of Records for one lockspace, on its own
+// connection to the daemon. Poll Fd for readability, or call Next.
+type Registration struct {
+	Lockspace string
+	nc        *net.UnixConn
+	r         *bufio.Reader
+}
+
+// Register opens a connection to the daemon of runDir and registers for
+// lockspace's messages. Messages that arrive while no client is registered
+// are acked "no-listener" to their sender and not kept.
+func Register(ctx context.Context, runDir, lockspace string) (*Registration, error) {
+	c, err := Dial(ctx, runDir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Do(ctx, Request{Op: OpRegister, Name: lockspace}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	nc, ok := c.nc.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("callback: register: not a unix connection")
+	}
+	return &Registration{Lockspace: lockspace, nc: nc, r: c.r}, nil
+}
+
+// Next returns the next record, waiting until one arrives or ctx ends.
+// After an "end" record it returns io.EOF.
+func (g *Registration) Next(ctx context.Context) (Record, error) {
+	stop := context.AfterFunc(ctx, func() { g.nc.SetReadDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() {
+			g.nc.SetReadDeadline(time.Time{})
+		}
+	}()
+	line, err := g.r.ReadBytes('\n')
+	if err != nil {
+		if ctx.Err() != nil {
+			return Record{}, ctx.Err()
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			return Record{}, fmt.Errorf("callback: registration for %s: the daemon closed the connection: %w", g.Lockspace, io.EOF)
+		}
+		return Record{}, fmt.Errorf("callback: registration for %s: %w", g.Lockspace, err)
+	}
+	var rec Record
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return Record{}, fmt.Errorf("callback: registration for %s: bad record: %w", g.Lockspace, err)
+	}
+	return rec, nil
+}
+
+// Buffered reports whether a record is already buffered, so Next returns
+// without reading the connection. Pollers must check it before poll(2)
+// on Fd.
+func (g *Registration) Buffered() bool { return g.r.Buffered() > 0 }
+
+// Fd returns the connection's file descriptor for poll(2)/epoll: it is
+// readable when a record arrives. Read records with Next only.
+func (g *Registration) Fd() (uintptr, error) {
+	rc, err := g.nc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var fd uintptr
+	err = rc.Control(func(f uintptr) { fd = f })
+	return fd, err
+}
+
+// Close ends the registration.
+func (g *Registration) Close() error { return g.nc.Close() }

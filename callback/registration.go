@@ -1,0 +1,165 @@
+package callback
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"sanlock-msg/hostmsg"
+	"sanlock-msg/leader"
+)
+
+// DefaultQueue is how many records a registration buffers for a client
+// that is not reading. Past that, records are counted and reported in one
+// overflow record, never dropped silently.
+const DefaultQueue = 4096
+
+// Record types.
+const (
+	RecordMessage  = "message"  // a message arrived
+	RecordOverflow = "overflow" // Dropped messages were lost: the client read too slowly
+	RecordEnd      = "end"      // the registration ends (Reason); the connection closes next
+)
+
+// Record is one line a registration delivers: a message, an overflow
+// report, or the end of the registration.
+type Record struct {
+	Type      string `json:"type"`
+	Lockspace string `json:"lockspace"`
+	// Message fields (always present, zero for other types).
+	FromHostID     uint64   `json:"from_host_id"`
+	FromGeneration uint64   `json:"from_generation"`
+	Seq            uint64   `json:"seq"` // 0 for events from plain sanlock hosts
+	Code           uint64   `json:"code"`
+	Data           uint64   `json:"data"`
+	Codes          []string `json:"codes"`
+	// Generation is the target generation the sender named (0 = any).
+	Generation uint64 `json:"generation"`
+	// Native marks an event from a plain sanlock host: no seq, no ack.
+	Native bool `json:"native,omitempty"`
+	// Status is the ack this host wrote (delivered, resetting, ...).
+	Status string    `json:"status,omitempty"`
+	Time   time.Time `json:"time,omitzero"`
+	// Dropped counts the messages lost before this overflow record.
+	Dropped int `json:"dropped,omitempty"`
+	// Reason says why the registration ended.
+	Reason string `json:"reason,omitempty"`
+}
+
+func messageRecord(ls string, d hostmsg.Delivery) Record {
+	return Record{Type: RecordMessage, Lockspace: ls, FromHostID: d.From, FromGeneration: d.FromGen, Seq: d.Seq,
+		Code: d.Code, Data: d.Data, Codes: leader.CodeNames(d.Code), Generation: d.TargetGeneration,
+		Native: d.Native, Status: d.Status.String(), Time: d.At}
+}
+
+// registration streams one lockspace's records to one client connection.
+// The lockspace loop only enqueues (never blocks); a writer goroutine owned
+// by the connection's handler drains the queue.
+type registration struct {
+	ls  string
+	nc  *net.UnixConn
+	max int
+
+	mu      sync.Mutex
+	queue   []Record
+	ended   bool
+	dropped int // total dropped, for status
+	signal  chan struct{}
+	closed  chan struct{} // the client went away
+}
+
+func newRegistration(ls string, nc *net.UnixConn, max int) *registration {
+	return &registration{ls: ls, nc: nc, max: max, signal: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+// enqueue adds a record without blocking. When the queue is full the
+// record is counted in an overflow record at the queue's tail instead.
+func (r *registration) enqueue(rec Record) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		return
+	}
+	if len(r.queue) >= r.max {
+		r.dropped++
+		if last := &r.queue[len(r.queue)-1]; last.Type == RecordOverflow {
+			last.Dropped++
+		} else {
+			r.queue = append(r.queue, Record{Type: RecordOverflow, Lockspace: r.ls, Dropped: 1, Codes: []string{}})
+		}
+	} else {
+		r.queue = append(r.queue, rec)
+	}
+	r.poke()
+}
+
+// end queues the end record; the writer closes the connection after it.
+func (r *registration) end(reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		return
+	}
+	r.queue = append(r.queue, Record{Type: RecordEnd, Lockspace: r.ls, Reason: reason, Codes: []string{}})
+	r.ended = true
+	// A client that stopped reading must not keep the connection open
+	// forever: give the end record a bounded time to go out.
+	r.nc.SetWriteDeadline(time.Now().Add(endWriteTimeout))
+	r.poke()
+}
+
+// endWriteTimeout bounds the writes after a registration ended.
+const endWriteTimeout = 5 * time.Second
+
+func (r *registration) poke() {
+	select {
+	case r.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (r *registration) overflows() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dropped
+}
+
+// serve writes queued records until the end record is written or the
+// client goes away. Writes have no deadline: a client that stops reading
+// only fills its queue, and learns about it from the overflow record.
+func (r *registration) serve(br *bufio.Reader) {
+	go func() {
+		// The client sends nothing after registering; EOF means it left.
+		io.Copy(io.Discard, br)
+		close(r.closed)
+	}()
+	w := bufio.NewWriter(r.nc)
+	enc := json.NewEncoder(w)
+	for {
+		r.mu.Lock()
+		batch := r.queue
+		r.queue = nil
+		r.mu.Unlock()
+		for _, rec := range batch {
+			if err := enc.Encode(rec); err != nil {
+				return
+			}
+		}
+		if len(batch) > 0 {
+			if err := w.Flush(); err != nil {
+				return
+			}
+			if batch[len(batch)-1].Type == RecordEnd {
+				return
+			}
+		}
+		select {
+		case <-r.signal:
+		case <-r.closed:
+			return
+		}
+	}
+}
