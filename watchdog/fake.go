@@ -39,6 +39,10 @@ type Fake struct {
 	// with clock.Fake. A daemon under test uses it to simulate the reset: it
 	// stops all lockspace I/O at once, as if the host had gone down.
 	OnFire func()
+	// Broken makes the Fake a watchdog that fails to reset the machine:
+	// when it fires it writes "broken-fire" and does not call OnFire.
+	// Set before use.
+	Broken bool
 
 	path string
 	clk  clock.Clock
@@ -172,8 +176,13 @@ func (f *Fake) fire(gen uint64) {
 		return
 	}
 	f.fired = true
-	f.writeLocked("fire") // Nobody to report a failure to; the Fake is dead anyway.
 	hook := f.OnFire
+	if f.Broken {
+		f.writeLocked("broken-fire")
+		hook = nil
+	} else {
+		f.writeLocked("fire") // Nobody to report a failure to; the Fake is dead anyway.
+	}
 	f.mu.Unlock()
 	if hook != nil {
 		hook()

@@ -189,3 +189,21 @@ func TestOpenFakeBadPath(t *testing.T) {
 		t.Errorf("OpenFake in a missing directory = %v, want os.ErrNotExist", err)
 	}
 }
+
+func TestFakeBroken(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/wd"
+	clk := clock.NewFake(time.Unix(1000, 0))
+	dev, err := watchdog.OpenSpec("fake-broken:"+file, 2*time.Second, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := dev.(*watchdog.Fake)
+	called := false
+	f.OnFire = func() { called = true }
+	clk.Advance(3 * time.Second)
+	b, _ := os.ReadFile(file)
+	if !strings.Contains(string(b), "broken-fire") || strings.Contains(string(b), "\nfire") || called {
+		t.Fatalf("broken fake: called=%v, file:\n%s", called, b)
+	}
+}

@@ -1,8 +1,0 @@
-package main
-
-import "context"
-
-// Placeholder until the verb is implemented; delete this file then.
-func runReset(ctx context.Context, e *env, args []string) int {
-	return fail(e, "reset", errNotImplemented)
-}
