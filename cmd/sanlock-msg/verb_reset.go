@@ -310,4 +310,3 @@ func deadAt(h callback.HostStatus, start time.Time) string {
 	}
 	return fmt.Sprintf("+%.1fs", h.DeadAt.Sub(start).Seconds())
 }
-
