@@ -1,7 +1,6 @@
 package callback
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,6 +52,10 @@ type Config struct {
 	OpenDevice func(path string) (delta.Device, error)
 	// Version is reported by the status op.
 	Version string
+	// PollInterval is every lockspace's idle message poll (delta.Config;
+	// default delta.DefaultPollInterval; negative: renewals only, as
+	// sanlock, at the cost of message latency).
+	PollInterval time.Duration
 	// Lockspace, if set, adjusts each lockspace's delta.Config just before
 	// it joins (tests use it to change poll intervals).
 	Lockspace func(*delta.Config)
@@ -470,6 +472,7 @@ func (d *Daemon) join(ctx context.Context, m *member) {
 		cfg := delta.Config{
 			Name: name, HostID: m.spec.HostID, Offset: m.spec.Offset, HostName: m.hostName,
 			IOTimeout: m.io, WatchdogTimeout: d.cfg.WatchdogTimeout, Clock: d.clk, Logger: d.log,
+			PollInterval: d.cfg.PollInterval,
 			Messenger: m.msg,
 			OnRenewal: func(ev delta.RenewalEvent) {
 				if ev.OK {
@@ -701,14 +704,6 @@ func (d *Daemon) opHostStatus(ctx context.Context, c *Conn, req *Request) *Respo
 			hs.Bad = h.Bad.Error()
 		}
 		hosts = append(hosts, hs)
-	}
-	if !slices.ContainsFunc(hosts, func(h HostStatus) bool { return h.Self }) {
-		// Joined but not read back yet: we are live all the same.
-		st := ls.Status()
-		own := HostStatus{HostID: st.HostID, OwnerID: st.HostID, Generation: st.Generation, State: delta.StateLive.String(),
-			HostName: st.HostName, IOTimeout: int(st.IOTimeout / time.Second), Runs: "sanlock-msg", Self: true}
-		i, _ := slices.BinarySearchFunc(hosts, own.HostID, func(h HostStatus, id uint64) int { return cmp.Compare(h.HostID, id) })
-		hosts = slices.Insert(hosts, i, own)
 	}
 	return &Response{OK: true, Hosts: hosts}
 }

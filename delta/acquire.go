@@ -34,8 +34,8 @@ type BusyError struct {
 }
 
 func (e *BusyError) Error() string {
-	return fmt.Sprintf("%v: host_id %d held by %q, generation %d (timestamp changed during the %v wait)",
-		ErrHostIDBusy, e.HostID, e.Owner, e.Generation, e.Waited)
+	return fmt.Sprintf("delta: host_id %d held by live host %q, generation %d (its timestamp changed during the %v wait)",
+		e.HostID, e.Owner, e.Generation, e.Waited.Round(time.Millisecond))
 }
 
 // Unwrap returns ErrHostIDBusy.

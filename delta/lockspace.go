@@ -74,6 +74,13 @@ type Config struct {
 	waitHook func(until time.Time)
 }
 
+// Defaults of the message poll between renewals (Config.PollInterval and
+// Config.FastPollInterval).
+const (
+	DefaultPollInterval     = 250 * time.Millisecond
+	DefaultFastPollInterval = 50 * time.Millisecond
+)
+
 // RenewalEvent reports one renewal attempt to Config.OnRenewal.
 type RenewalEvent struct {
 	Name        string
@@ -93,10 +100,10 @@ func (c Config) withDefaults() Config {
 		c.WatchdogTimeout = DefaultWatchdogTimeout
 	}
 	if c.PollInterval == 0 {
-		c.PollInterval = 250 * time.Millisecond
+		c.PollInterval = DefaultPollInterval
 	}
 	if c.FastPollInterval == 0 {
-		c.FastPollInterval = 50 * time.Millisecond
+		c.FastPollInterval = DefaultFastPollInterval
 	}
 	if c.FullScanEvery == 0 {
 		c.FullScanEvery = 4

@@ -83,18 +83,28 @@ type HostStatus struct {
 }
 
 // Hosts returns every host id that has been read with a non-zero owner or
-// timestamp, plus our own, sorted by host id.
+// timestamp, and our own (even before the loop first read it back), sorted
+// by host id.
 func (ls *Lockspace) Hosts() []HostStatus {
 	now := ls.clk.Now()
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	var out []HostStatus
+	self := false
 	for _, id := range ls.hosts.IDs() {
 		info := ls.hosts.Info(id)
 		if info.OwnerID == 0 && info.Timestamp == 0 && id != ls.cfg.HostID {
 			continue
 		}
+		self = self || id == ls.cfg.HostID
 		out = append(out, HostStatus{HostInfo: info, State: ls.hosts.State(now, id), DeadAt: ls.hosts.DeadAt(id)})
+	}
+	if !self {
+		// Joined, but the loop has not read the area back yet.
+		r := ls.last
+		out = append(out, HostStatus{State: StateLive, HostInfo: HostInfo{HostID: ls.cfg.HostID, OwnerID: r.OwnerID,
+			Generation: r.OwnerGeneration, Timestamp: r.Timestamp, IOTimeout: r.IOTimeout, Name: r.ResourceNameString(),
+			Messenger: true}})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].HostID < out[j].HostID })
 	return out

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"sanlock-msg/callback"
 	"sanlock-msg/delta"
@@ -29,9 +30,18 @@ running (use 'sanlock-msg shutdown --force'). With --watchdog fake:FILE a
 watchdog fire makes the daemon exit with status 137 instead of resetting
 the host.`
 
+// pollSetting maps --poll-interval to delta.Config.PollInterval, where 0
+// means the default and a negative value disables polls.
+func pollSetting(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
 // runDaemon implements `sanlock-msg daemon`.
 func runDaemon(ctx context.Context, e *env, args []string) int {
-	c := newCommand("daemon", "[--run-dir DIR] [-D] [-e HOST_NAME] [--watchdog none|fake:FILE|PATH] [--watchdog-timeout 60s] [--group G] [--socket-mode 0660]", daemonAbout)
+	c := newCommand("daemon", "[--run-dir DIR] [-D] [-e HOST_NAME] [--watchdog none|fake:FILE|PATH] [--watchdog-timeout 60s] [--group G] [--socket-mode 0660] [--poll-interval 250ms]", daemonAbout)
 	runDir := c.runDirFlag()
 	c.fs.BoolP("debug", "D", false, "accepted for sanlock habits; the daemon always runs in the foreground")
 	hostName := c.fs.StringP("host-name", "e", "", "host name written into our sectors (default: a new random UUID.nodename at each start, as sanlock; give the same name to reacquire quickly after a crash)")
@@ -39,6 +49,7 @@ func runDaemon(ctx context.Context, e *env, args []string) int {
 	wdTimeout := c.fs.Duration("watchdog-timeout", delta.DefaultWatchdogTimeout, "watchdog fire timeout W; must be the same on every host")
 	group := c.fs.String("group", "", "group (name or gid) allowed to change the daemon's state; the socket's group (default: the daemon's gid)")
 	mode := c.fs.String("socket-mode", "0660", "permission bits of the socket, in octal")
+	poll := c.fs.Duration("poll-interval", delta.DefaultPollInterval, "idle message poll between renewals; stretched on big areas so reads stay within sanlock's; 0 or negative: renewals only, as sanlock (slow messages)")
 	if done, st := c.parse(e, args); done {
 		return st
 	}
@@ -59,6 +70,7 @@ func runDaemon(ctx context.Context, e *env, args []string) int {
 		WatchdogTimeout: *wdTimeout,
 		Logger:          log,
 		Version:         version,
+		PollInterval:    pollSetting(*poll),
 	})
 	if err != nil {
 		return fail(e, "daemon", err)
