@@ -52,14 +52,16 @@ type msgDaemon struct {
 	hostName string
 	logPath  string
 	pid      int
-	done     chan struct{} // closed when the process has exited
+	done     chan struct{}    // closed when the process has exited
+	state    *os.ProcessState // how it exited; set before done is closed
 }
 
-// startMsgDaemon starts `sanlock-msg daemon --watchdog none -e hostName` in
-// runDir (a new short directory if empty) and waits until it answers. At
+// startMsgDaemon starts `sanlock-msg daemon --watchdog none -e hostName
+// EXTRA...` in runDir (a new short directory if empty) and waits until it
+// answers. EXTRA is appended, so a --watchdog in it replaces none. At
 // cleanup it is shut down with --force and, if still running, killed by
 // pid.
-func startMsgDaemon(t *testing.T, hostName, runDir string) *msgDaemon {
+func startMsgDaemon(t *testing.T, hostName, runDir string, extra ...string) *msgDaemon {
 	t.Helper()
 	if runDir == "" {
 		// Short: a socket path must fit in 108 bytes.
@@ -76,7 +78,8 @@ func startMsgDaemon(t *testing.T, hostName, runDir string) *msgDaemon {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(testimg.Binary(t), "daemon", "--run-dir", runDir, "--watchdog", "none", "-e", hostName)
+	args := append([]string{"daemon", "--run-dir", runDir, "--watchdog", "none", "-e", hostName}, extra...)
+	cmd := exec.Command(testimg.Binary(t), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -84,6 +87,7 @@ func startMsgDaemon(t *testing.T, hostName, runDir string) *msgDaemon {
 	d := &msgDaemon{bin: testimg.Binary(t), runDir: runDir, hostName: hostName, logPath: logPath, pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() {
 		cmd.Wait()
+		d.state = cmd.ProcessState
 		close(d.done)
 	}()
 	t.Cleanup(func() { d.stop(t) })
