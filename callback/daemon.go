@@ -522,6 +522,8 @@ func (d *Daemon) watch(m *member, ls *delta.Lockspace) {
 		m.state, m.err = StateFailed, err
 	}
 	d.mu.Unlock()
+	// Its messages can go nowhere now: end the sends and the listeners.
+	m.msg.stop(fmt.Sprintf("lockspace failed: %v", err))
 	d.log.Error("lockspace failed; its watchdog expiry stays, so the host resets unless the watchdog is none",
 		"lockspace", m.spec.Name, "host_id", m.spec.HostID, "err", err, "watchdog", d.wdev.String())
 }

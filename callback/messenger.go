@@ -115,6 +115,17 @@ func (ms *messenger) Busy(now time.Time) bool {
 	return ms.m != nil && ms.m.Busy(now)
 }
 
+// Tick runs the machine's timeouts when a read failed.
+func (ms *messenger) Tick(now time.Time) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m == nil {
+		return
+	}
+	ms.m.Tick(now)
+	ms.dispatchLocked(now, ms.m.Ready())
+}
+
 // setLockspace gives the messenger the loop to wake on sends.
 func (ms *messenger) setLockspace(ls *delta.Lockspace) {
 	ms.mu.Lock()

@@ -156,6 +156,9 @@ type Messenger interface {
 	// Busy reports whether messages are in flight, so the loop polls at
 	// FastPollInterval.
 	Busy(now time.Time) bool
+	// Tick is called instead of Observe when a read fails, so that the
+	// protocol's timeouts still run.
+	Tick(now time.Time)
 }
 
 // Payload is the message part of our own sector: the event fields, the
@@ -601,6 +604,9 @@ func (ls *Lockspace) iterate(ctx context.Context, now time.Time, renew, full boo
 	ls.mu.Unlock()
 	buf, err := ls.area.ReadHosts(ctx, 1, last, ls.t.IO)
 	if err != nil {
+		if ls.msgr != nil {
+			ls.msgr.Tick(ls.clk.Now())
+		}
 		return false, fmt.Errorf("delta: read hosts 1..%d: %w", last, err)
 	}
 	secs := ls.area.DecodeHosts(buf)

@@ -642,6 +642,8 @@ func (m *fakeMessenger) Written(_ time.Time, err error) {
 	}
 }
 
+func (m *fakeMessenger) Tick(now time.Time) {}
+
 func (m *fakeMessenger) Busy(now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
