@@ -310,3 +310,25 @@ func TestMessages_remLockspace(t *testing.T) {
 		wantCode(t, err, callback.ErrNotJoined, callback.CodeNotJoined)
 	}
 }
+
+// TestMessages_longRegistration: a registration still delivers long after
+// the daemon answered the register request (the answer's write deadline
+// must not stay on the stream).
+func TestMessages_longRegistration(t *testing.T) {
+	t.Parallel()
+	p := newMsgPair(t)
+	ctx := ctxT(t, time.Minute)
+	reg, err := callback.Register(ctx, p.b.dir, "LS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	time.Sleep(11 * time.Second) // past the daemon's 10 s response write timeout
+	r, err := p.ca.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Wait: true})
+	if err != nil || !r.OK {
+		t.Fatalf("send: %+v, %v; want acked delivered", r, err)
+	}
+	if rec, err := reg.Next(ctx); err != nil || rec.Type != callback.RecordMessage || rec.Seq != r.Seq {
+		t.Fatalf("got %+v, %v; want message seq %d", rec, err, r.Seq)
+	}
+}
