@@ -117,10 +117,6 @@ func (d *Daemon) opRegister(ctx context.Context, c *Conn, req *Request) *Respons
 		return nil
 	}
 	nc, br := c.Hijack()
-	// WriteJSON left its write deadline on the connection: records have
-	// none (registration.serve), or the stream would die writeTimeout
-	// after registering.
-	nc.SetWriteDeadline(time.Time{})
 	r := newRegistration(req.Name, nc, DefaultQueue)
 	if err := ms.addReg(r); err != nil {
 		c.WriteJSON(Record{Type: RecordEnd, Lockspace: req.Name, Reason: err.Error(), Codes: []string{}})
