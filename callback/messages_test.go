@@ -48,6 +48,18 @@ func newMsgPair(t *testing.T) *msgPair {
 	return p
 }
 
+// register registers for LS on host 2; the registration is closed at
+// cleanup.
+func (p *msgPair) register(t *testing.T) *callback.Registration {
+	t.Helper()
+	reg, err := callback.Register(ctxT(t, time.Minute), p.b.dir, "LS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	return reg
+}
+
 // waitHostState waits until c's daemon sees host id in lockspace LS in
 // state.
 func waitHostState(t *testing.T, c *callback.Client, id uint64, state string) {
@@ -103,11 +115,7 @@ func TestMessages_sendWait(t *testing.T) {
 	t.Parallel()
 	p := newMsgPair(t)
 	ctx := ctxT(t, 2*time.Minute)
-	reg, err := callback.Register(ctx, p.b.dir, "LS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg := p.register(t)
 	if m := messages(t, p.cb); m.Listeners != 1 {
 		t.Fatalf("listeners %d, want 1", m.Listeners)
 	}
@@ -249,11 +257,7 @@ func TestMessages_remLockspace(t *testing.T) {
 	t.Parallel()
 	p := newMsgPair(t)
 	ctx := ctxT(t, time.Minute)
-	reg, err := callback.Register(ctx, p.b.dir, "LS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg := p.register(t)
 	// Host 2 reads host 1's sector with a bad extension checksum from now
 	// on, so it never sees, delivers or acks the message.
 	p.rx.Inject(delta.Fault{Kind: delta.FaultCorrupt, Op: "read", Off: 0, End: 512, Bytes: leader.OffExtSeq})
@@ -318,11 +322,7 @@ func TestMessages_longRegistration(t *testing.T) {
 	t.Parallel()
 	p := newMsgPair(t)
 	ctx := ctxT(t, time.Minute)
-	reg, err := callback.Register(ctx, p.b.dir, "LS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg := p.register(t)
 	time.Sleep(11 * time.Second) // past the daemon's 10 s response write timeout
 	r, err := p.ca.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Wait: true})
 	if err != nil || !r.OK {

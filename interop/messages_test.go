@@ -92,97 +92,75 @@ func (d *msgDaemon) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
-// listener is a running `sanlock-msg listen --json`.
-type listener struct {
-	cmd  *exec.Cmd
-	recs chan callback.Record // closed when listen exits
-	mu   sync.Mutex
-	errb bytes.Buffer
-	done chan struct{}
+// proc is a child process whose stdout a test reads line by line as it
+// comes. It is killed at cleanup.
+type proc struct {
+	cmd   *exec.Cmd
+	lines chan string   // stdout; closed once the process has exited
+	done  chan struct{} // closed with lines
+	err   error         // Wait's result, once done is closed
+	mu    sync.Mutex
+	errb  bytes.Buffer
 }
 
-// listen starts `sanlock-msg listen -s LS --json` on d and waits until
-// the daemon counts it. It is stopped with SIGTERM at cleanup.
-func (d *msgDaemon) listen(t *testing.T) *listener {
+// startProc starts cmd (with its Stdout and Stderr unset).
+func startProc(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Helper()
-	before := d.msgStatus(t).Listeners
-	l := &listener{recs: make(chan callback.Record, 1024), done: make(chan struct{})}
-	l.cmd = exec.Command(d.bin, "listen", "-s", "LS", "--json", "--run-dir", d.runDir)
-	stdout, err := l.cmd.StdoutPipe()
+	p := &proc{cmd: cmd, lines: make(chan string, 1024), done: make(chan struct{})}
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.cmd.Stderr = lockedWriter{&l.mu, &l.errb}
-	if err := l.cmd.Start(); err != nil {
+	cmd.Stderr = lockedWriter{&p.mu, &p.errb}
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			var rec callback.Record
-			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-				rec = callback.Record{Type: "unparsable", Reason: sc.Text()}
-			}
-			l.recs <- rec
+			p.lines <- sc.Text()
 		}
-		close(l.recs)
-		l.cmd.Wait()
-		close(l.done)
+		p.err = cmd.Wait()
+		close(p.lines)
+		close(p.done)
 	}()
 	t.Cleanup(func() {
-		l.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-l.done:
-		case <-time.After(10 * time.Second):
-			l.cmd.Process.Kill()
-			<-l.done
+		cmd.Process.Kill()
+		for range p.lines {
 		}
 	})
-	waitFor(t, 10*time.Second, "the daemon counts the listener", func() bool {
-		select {
-		case <-l.done:
-			t.Fatalf("listen exited: %v: %s", l.cmd.ProcessState, l.stderr())
-		default:
-		}
-		return d.msgStatus(t).Listeners > before
-	})
-	return l
+	return p
 }
 
-func (l *listener) stderr() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.errb.String()
+func (p *proc) stderr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.errb.String()
 }
 
-// next returns the next record, failing the test if none comes within d.
-func (l *listener) next(t *testing.T, d time.Duration) callback.Record {
+// next returns the next line, failing the test if the process exits or
+// prints nothing within d.
+func (p *proc) next(t *testing.T, d time.Duration) string {
 	t.Helper()
 	select {
-	case rec, ok := <-l.recs:
+	case l, ok := <-p.lines:
 		if !ok {
-			<-l.done
-			t.Fatalf("listen exited (%v): %s", l.cmd.ProcessState, l.stderr())
+			t.Fatalf("%s exited (%v): %s", filepath.Base(p.cmd.Path), p.err, p.stderr())
 		}
-		return rec
+		return l
 	case <-time.After(d):
-		t.Fatalf("no record within %v", d)
+		t.Fatalf("%s printed nothing within %v: %s", filepath.Base(p.cmd.Path), d, p.stderr())
 	}
-	return callback.Record{}
+	return ""
 }
 
-// none checks that no record arrives within d.
-func (l *listener) none(t *testing.T, d time.Duration) {
-	t.Helper()
-	select {
-	case rec, ok := <-l.recs:
-		if ok {
-			t.Errorf("unexpected record %+v", rec)
-		} else {
-			t.Errorf("listen exited: %s", l.stderr())
-		}
-	case <-time.After(d):
+// wait returns the lines still to come and the exit error.
+func (p *proc) wait() ([]string, error) {
+	var rest []string
+	for l := range p.lines {
+		rest = append(rest, l)
 	}
+	return rest, p.err
 }
 
 type lockedWriter struct {
@@ -194,6 +172,51 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.w.Write(p)
+}
+
+// listener is a running `sanlock-msg listen --json`.
+type listener struct{ *proc }
+
+// listen starts `sanlock-msg listen -s LS --json` on d and waits until
+// the daemon counts it.
+func (d *msgDaemon) listen(t *testing.T) *listener {
+	t.Helper()
+	before := d.msgStatus(t).Listeners
+	l := &listener{startProc(t, exec.Command(d.bin, "listen", "-s", "LS", "--json", "--run-dir", d.runDir))}
+	waitFor(t, 10*time.Second, "the daemon counts the listener", func() bool {
+		select {
+		case <-l.done:
+			t.Fatalf("listen exited: %v: %s", l.err, l.stderr())
+		default:
+		}
+		return d.msgStatus(t).Listeners > before
+	})
+	return l
+}
+
+// next returns the next record, failing the test if none comes within d.
+func (l *listener) next(t *testing.T, d time.Duration) callback.Record {
+	t.Helper()
+	line := l.proc.next(t, d)
+	var rec callback.Record
+	if err := json.Unmarshal([]byte(line), &rec); err != nil {
+		t.Fatalf("listen printed %q: %v", line, err)
+	}
+	return rec
+}
+
+// none checks that no record arrives within d.
+func (l *listener) none(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case line, ok := <-l.lines:
+		if ok {
+			t.Errorf("unexpected record %s", line)
+		} else {
+			t.Errorf("listen exited: %s", l.stderr())
+		}
+	case <-time.After(d):
+	}
 }
 
 // percentile returns the p-th percentile (0..100) of sorted ds.
@@ -346,29 +369,11 @@ func TestMessages_sanlockInterop(t *testing.T) {
 	}
 
 	// sanlock-msg -> sanlock: get_event on the sanlock host.
-	py := exec.Command(testimg.Python, "-c", eventScript, "30")
-	py.Env = append(os.Environ(), "SANLOCK_RUN_DIR="+p.sl.RunDir)
-	var pyErr bytes.Buffer
-	py.Stderr = &pyErr
-	pyOut, err := py.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := py.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { py.Process.Kill() })
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(pyOut)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	if first, ok := <-lines; !ok || first != "ready" {
-		py.Wait()
-		t.Fatalf("python3-sanlock reg_event: %q: %s", first, pyErr.String())
+	cmd := exec.Command(testimg.Python, "-c", eventScript, "30")
+	cmd.Env = append(os.Environ(), "SANLOCK_RUN_DIR="+p.sl.RunDir)
+	py := startProc(t, cmd)
+	if first := py.next(t, 10*time.Second); first != "ready" {
+		t.Fatalf("python3-sanlock reg_event printed %q: %s", first, py.stderr())
 	}
 	start = time.Now()
 	out, errOut, code := p.msg.cli("send", "-s", "LS", "-i", "1", "-c", "0x20", "--data", "9", "--wait")
@@ -376,16 +381,17 @@ func TestMessages_sanlockInterop(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "host 1 generation 1: delivered-unacknowledged") {
 		t.Errorf("send to the sanlock host: exit %d: %s%s; want 0 and delivered-unacknowledged", code, out, errOut)
 	}
+	lines, err := py.wait()
+	if err != nil {
+		t.Fatalf("python3-sanlock: %v: %s", err, py.stderr())
+	}
 	var events []map[string]uint64
-	for line := range lines {
+	for _, line := range lines {
 		var ev map[string]uint64
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatalf("python3-sanlock printed %q: %v", line, err)
 		}
 		events = append(events, ev)
-	}
-	if err := py.Wait(); err != nil {
-		t.Fatalf("python3-sanlock: %v: %s", err, pyErr.String())
 	}
 	want := map[string]uint64{"host_id": 1, "generation": 0, "event": 0x20, "data": 9, "from_host_id": 2, "from_generation": ourGen}
 	if len(events) == 0 {
@@ -551,54 +557,22 @@ func TestMessages_pythonListener(t *testing.T) {
 	}
 	_, ds := msgCluster(t, "py", 2)
 	a, b := ds[0], ds[1]
-	py := exec.Command(testimg.Python, "../docs/listen.py", b.runDir, "LS")
-	var pyErr bytes.Buffer
-	py.Stderr = &pyErr
-	out, err := py.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := py.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { py.Process.Kill() })
-	lines := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	next := func() string {
-		t.Helper()
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				py.Wait()
-				t.Fatalf("listen.py exited (%v): %s", py.ProcessState, pyErr.String())
-			}
-			return l
-		case <-time.After(3 * renewalPeriod):
-			t.Fatalf("listen.py printed nothing within %v: %s", 3*renewalPeriod, pyErr.String())
-		}
-		return ""
-	}
-	if l := next(); l != "registered for lockspace LS" {
+	py := startProc(t, exec.Command(testimg.Python, "../docs/listen.py", b.runDir, "LS"))
+	if l := py.next(t, 10*time.Second); l != "registered for lockspace LS" {
 		t.Fatalf("first line %q", l)
 	}
 	if o, errOut, code := a.cli("send", "-s", "LS", "-i", "2", "-c", "user2", "--data", "7", "--wait"); code != 0 ||
 		!strings.Contains(o, "acked delivered") {
 		t.Fatalf("send: exit %d: %s%s", code, o, errOut)
 	}
-	if l, want := next(), "message from host 1 generation 1: seq 1 code 0x40000 (user2) data 7 [delivered]"; l != want {
+	if l, want := py.next(t, 10*time.Second), "message from host 1 generation 1: seq 1 code 0x40000 (user2) data 7 [delivered]"; l != want {
 		t.Errorf("got %q, want %q", l, want)
 	}
 	b.mustCLI(t, "rem-lockspace", "-s", "LS")
-	if l := next(); l != "end: lockspace removed" {
-		t.Errorf("got %q, want the end record", l)
+	if l := py.next(t, 10*time.Second); l != "end: lockspace removed" {
+		t.Errorf("after rem-lockspace: got %q, want the end record", l)
 	}
-	if err := py.Wait(); err != nil {
-		t.Errorf("listen.py: %v: %s", err, pyErr.String())
+	if rest, err := py.wait(); err != nil || len(rest) != 0 {
+		t.Errorf("listen.py then printed %q and exited with %v; want exit 0 (stderr %s)", rest, err, py.stderr())
 	}
 }
