@@ -473,7 +473,7 @@ func (d *Daemon) join(ctx context.Context, m *member) {
 			Name: name, HostID: m.spec.HostID, Offset: m.spec.Offset, HostName: m.hostName,
 			IOTimeout: m.io, WatchdogTimeout: d.cfg.WatchdogTimeout, Clock: d.clk, Logger: d.log,
 			PollInterval: d.cfg.PollInterval,
-			Messenger: m.msg,
+			Messenger:    m.msg,
 			OnRenewal: func(ev delta.RenewalEvent) {
 				if ev.OK {
 					d.keeper.SetExpiry(name, ev.Expiry)

@@ -117,6 +117,9 @@ func (d *Daemon) opRegister(ctx context.Context, c *Conn, req *Request) *Respons
 		return nil
 	}
 	nc, br := c.Hijack()
+	// The OK response was written with a deadline; records have none (an
+	// end record gets its own, set by end).
+	nc.SetWriteDeadline(time.Time{})
 	r := newRegistration(req.Name, nc, DefaultQueue)
 	if err := ms.addReg(r); err != nil {
 		c.WriteJSON(Record{Type: RecordEnd, Lockspace: req.Name, Reason: err.Error(), Codes: []string{}})

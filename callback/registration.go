@@ -131,8 +131,6 @@ func (r *registration) overflows() int {
 // client goes away. Writes have no deadline: a client that stops reading
 // only fills its queue, and learns about it from the overflow record.
 func (r *registration) serve(br *bufio.Reader) {
-	// The OK response was written with a deadline; records have none.
-	r.nc.SetWriteDeadline(time.Time{})
 	go func() {
 		// The client sends nothing after registering; EOF means it left.
 		io.Copy(io.Discard, br)

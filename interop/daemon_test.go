@@ -274,13 +274,15 @@ type pair struct {
 	msgJoin time.Duration // our add-lockspace
 }
 
-func newPair(t *testing.T, tag string) *pair {
+// newPair makes a pair; msgFlags are extra flags for our daemon (for
+// example a fake watchdog).
+func newPair(t *testing.T, tag string, msgFlags ...string) *pair {
 	t.Helper()
 	testimg.RequireSanlock(t)
 	p := &pair{img: testimg.File(t, 2<<20)}
 	testimg.SanlockInit(t, "LS", p.img, 0, ioTimeout)
 	p.sl = testimg.StartSanlock(t, "sl-"+tag)
-	p.msg = startMsgDaemon(t, "slm-"+tag, "")
+	p.msg = startMsgDaemon(t, "slm-"+tag, "", msgFlags...)
 	var out string
 	var err error
 	out, err, p.slJoin = sanlockAdd(p.sl, p.img, 1)
@@ -441,7 +443,7 @@ func TestDaemonInterop_busy(t *testing.T) {
 		start := time.Now()
 		_, errOut, code := d4.cli("add-lockspace", "-s", spec("LS", 1, p.img, 0), "-o", "1")
 		took := time.Since(start)
-		if code != 1 || !strings.Contains(errOut, `held by "sl-busy", generation 1`) || !strings.Contains(errOut, "host_id held by live host") {
+		if code != 1 || !strings.Contains(errOut, `host_id 1 held by live host "sl-busy", generation 1`) {
 			t.Fatalf("add-lockspace of live host 1: exit %d: %s; want 1 and the busy error naming sl-busy, generation 1", code, errOut)
 		}
 		if took < hostDead {
