@@ -9,15 +9,16 @@ import (
 	"time"
 
 	"sanlock-msg/clock"
+	"sanlock-msg/testimg"
 	"sanlock-msg/watchdog"
 )
 
 // newKeeper returns a started Keeper feeding a Fake with timeout w every
 // second on a clock.Fake at t0, and its captured log.
-func newKeeper(t *testing.T, w time.Duration, setup func(k *watchdog.Keeper)) (*watchdog.Keeper, *clock.Fake, string, *syncBuffer) {
+func newKeeper(t *testing.T, w time.Duration, setup func(k *watchdog.Keeper)) (*watchdog.Keeper, *clock.Fake, string, *testimg.SyncBuffer) {
 	t.Helper()
 	dev, clk, path := openFake(t, w)
-	logs := &syncBuffer{}
+	logs := &testimg.SyncBuffer{}
 	k := watchdog.NewKeeper(dev, watchdog.NewPolicy(), clk, time.Second, slog.New(slog.NewTextHandler(logs, nil)))
 	if setup != nil {
 		setup(k)
@@ -241,7 +242,7 @@ func (d *flakyDevice) setFail(fail bool) {
 func TestKeeperLogsKeepaliveErrorsOnce(t *testing.T) {
 	dev := &flakyDevice{}
 	clk := clock.NewFake(t0)
-	logs := &syncBuffer{}
+	logs := &testimg.SyncBuffer{}
 	k := watchdog.NewKeeper(dev, nil, clk, 0, slog.New(slog.NewTextHandler(logs, nil)))
 	k.Start()
 	defer k.Stop(true)

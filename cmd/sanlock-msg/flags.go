@@ -98,6 +98,18 @@ func (c *command) spec(e *env, s string, allowEmptyName bool) (delta.Spec, bool)
 	return sp, true
 }
 
+// lockspaceName returns the NAME of a -s value given as NAME or
+// NAME:HOST_ID:PATH:OFFSET (verbs that talk to the daemon need only the
+// name), or prints a usage error.
+func (c *command) lockspaceName(e *env, s string) (string, bool) {
+	name, _, _ := strings.Cut(s, ":")
+	if name == "" {
+		c.usageError(e, "-s NAME is required")
+		return "", false
+	}
+	return name, true
+}
+
 // geometryFlags are --sector-size (-Z) and --align (-A), named after
 // sanlock's -Z and -A.
 type geometryFlags struct {

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,29 +14,11 @@ import (
 	"sanlock-msg/watchdog"
 )
 
-// syncBuffer is a bytes.Buffer safe for a daemon goroutine to write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // daemonVerb is a `sanlock-msg daemon` running in this process.
 type daemonVerb struct {
 	done chan struct{} // closed when the verb returned
 	code int           // its exit status, once done is closed
-	log  syncBuffer
+	log  testimg.SyncBuffer
 }
 
 // startDaemonVerb runs `sanlock-msg daemon` in this process and waits for

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -34,9 +33,9 @@ func runHostStatus(ctx context.Context, e *env, args []string) int {
 	if done, st := c.parse(e, args); done {
 		return st
 	}
-	name, _, _ := strings.Cut(*s, ":")
-	if name == "" {
-		return c.usageError(e, "-s NAME is required")
+	name, ok := c.lockspaceName(e, *s)
+	if !ok {
+		return exitUsage
 	}
 	cl, err := dialDaemon(ctx, e, *runDir)
 	if err != nil {

@@ -31,9 +31,9 @@ func runListen(ctx context.Context, e *env, args []string) int {
 	if done, st := c.parse(e, args); done {
 		return st
 	}
-	name, _, _ := strings.Cut(*s, ":")
-	if name == "" {
-		return c.usageError(e, "-s NAME is required")
+	name, ok := c.lockspaceName(e, *s)
+	if !ok {
+		return exitUsage
 	}
 	if *count < 0 {
 		return c.usageError(e, "--count must not be negative")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"sanlock-msg/callback"
@@ -65,9 +64,9 @@ func runReset(ctx context.Context, e *env, args []string) int {
 	if done, st := c.parse(e, args); done {
 		return st
 	}
-	name, _, _ := strings.Cut(*s, ":")
-	if name == "" {
-		return c.usageError(e, "-s NAME is required")
+	name, ok := c.lockspaceName(e, *s)
+	if !ok {
+		return exitUsage
 	}
 	if *id == 0 || *id > leader.MaxHostID {
 		return c.usageError(e, fmt.Sprintf("-i HOST_ID is required (1..%d)", leader.MaxHostID))

@@ -56,9 +56,9 @@ func runSend(ctx context.Context, e *env, args []string) int {
 	if done, st := c.parse(e, args); done {
 		return st
 	}
-	name, _, _ := strings.Cut(*s, ":")
-	if name == "" {
-		return c.usageError(e, "-s NAME is required")
+	name, ok := c.lockspaceName(e, *s)
+	if !ok {
+		return exitUsage
 	}
 	targets, err := parseHostIDs(*ids)
 	if err != nil {
