@@ -360,17 +360,18 @@ func rateRange(v []float64) string {
 	if len(v) == 0 {
 		return ""
 	}
-	if len(v) == 1 {
-		return rate(v[0])
+	lo, hi := rate(slices.Min(v)), rate(slices.Max(v))
+	if lo == hi {
+		return rate(mean(v))
 	}
-	return fmt.Sprintf("%s (%s–%s)", rate(mean(v)), rate(slices.Min(v)), rate(slices.Max(v)))
+	return fmt.Sprintf("%s (%s–%s)", rate(mean(v)), lo, hi)
 }
 
 func numRange(v []float64, f string) string {
 	if len(v) == 0 {
 		return ""
 	}
-	if len(v) == 1 || slices.Min(v) == slices.Max(v) {
+	if fmt.Sprintf(f, slices.Min(v)) == fmt.Sprintf(f, slices.Max(v)) {
 		return fmt.Sprintf(f, mean(v))
 	}
 	return fmt.Sprintf(f+" ("+f+"–"+f+")", mean(v), slices.Min(v), slices.Max(v))
