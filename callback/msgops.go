@@ -113,18 +113,22 @@ func (d *Daemon) opRegister(ctx context.Context, c *Conn, req *Request) *Respons
 	if resp != nil {
 		return resp
 	}
-	if err := c.WriteJSON(&Response{V: ProtocolVersion, OK: true}); err != nil {
-		return nil
-	}
 	nc, br := c.Hijack()
-	// The OK response was written with a deadline; records have none (an
-	// end record gets its own, set by end).
-	nc.SetWriteDeadline(time.Time{})
 	r := newRegistration(req.Name, nc, DefaultQueue)
+	// Listen before answering: a message that arrives once the client has
+	// its OK must find a listener (else it is acked "no-listener"). Records
+	// that arrive meanwhile wait in the queue and follow the OK line.
 	if err := ms.addReg(r); err != nil {
-		c.WriteJSON(Record{Type: RecordEnd, Lockspace: req.Name, Reason: err.Error(), Codes: []string{}})
+		resp := Fail(CodeNotJoined, fmt.Errorf("callback: register: %w", err))
+		resp.V = ProtocolVersion
+		c.WriteJSON(resp)
 		return nil
 	}
+	if err := c.WriteJSON(&Response{V: ProtocolVersion, OK: true}); err != nil {
+		ms.removeReg(r)
+		return nil
+	}
+	r.clearDeadline()
 	d.log.Info("listener registered", "lockspace", req.Name, "by", c.Peer().String())
 	r.serve(br)
 	ms.removeReg(r)

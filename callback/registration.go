@@ -114,6 +114,16 @@ func (r *registration) end(reason string) {
 // endWriteTimeout bounds the writes after a registration ended.
 const endWriteTimeout = 5 * time.Second
 
+// clearDeadline removes the write deadline the OK response was written
+// with: records have none. An end record keeps the one end set.
+func (r *registration) clearDeadline() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.ended {
+		r.nc.SetWriteDeadline(time.Time{})
+	}
+}
+
 func (r *registration) poke() {
 	select {
 	case r.signal <- struct{}{}:
