@@ -18,7 +18,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -69,14 +68,14 @@ func parseFlags() *config {
 	flag.DurationVar(&cfg.gapMin, "gap-min", 50*time.Millisecond, "shortest random pause before a latency sample")
 	flag.DurationVar(&cfg.gapMax, "gap-max", 3*time.Second, "longest random pause before a latency sample")
 	flag.DurationVar(&cfg.throughput, "throughput", 60*time.Second, "how long one sender sends back-to-back with wait (0: skip)")
-	flag.DurationVar(&cfg.idleWindow, "idle-window", 0, "idle measurement window (default: 24 s at io 1, 80 s at io 10: whole cycles of 4 renewals)")
+	flag.DurationVar(&cfg.idleWindow, "idle-window", 0, "idle measurement window (default: 24 s at io 1, 167 s at io 10: two cycles of 4 renewals)")
 	flag.IntVar(&cfg.events, "events", 10, "real sanlock events to time (each takes ~2-4 renewal intervals)")
 	skip := flag.String("skip", "", "parts to skip, comma-separated: "+strings.Join(skipNames, ", "))
 	flag.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
 	flag.StringVar(&cfg.imageDir, "image-dir", "/var/tmp", "directory for the lockspace images (must accept O_DIRECT: not tmpfs)")
 	flag.BoolVar(&cfg.keepLogs, "keep-logs", false, "keep the temporary directory with the daemons' logs")
 	flag.StringVar(&cfg.bin, "bin", "", "sanlock-msg binary to use (default: build ./cmd/sanlock-msg)")
-	flag.BoolVar(&cfg.quick, "quick", false, "fewer samples: 30 latency and round-trip samples, 20 s throughput, 3 events, 16 s idle window at io 1")
+	flag.BoolVar(&cfg.quick, "quick", false, "fewer samples: 30 latency and round-trip samples, 20 s throughput, 3 events")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: go run ./bench/msgbench [flags]\n\nBenchmarks sanlock-msg daemons against real sanlock daemons (see bench/README.md).\n\n")
 		flag.PrintDefaults()
@@ -216,20 +215,16 @@ func newImage(cfg *config, name string) (string, error) {
 	return path, f.Truncate(1 << 20)
 }
 
-// idleWindow returns the idle measurement window at io: whole cycles of
-// four renewals (sanlock-msg reads the whole area every fourth renewal),
-// at least 20 s (16 s with --quick).
+// idleWindow returns the idle measurement window at io: long enough to
+// hold two full-area reads of sanlock-msg (every fourth renewal, every
+// 4·(2·io + 0.5 s)), so that rates are taken over a whole cycle; at least
+// 24 s. Real sanlock reads the whole area at every renewal.
 func idleWindow(cfg *config, io int) time.Duration {
 	if cfg.idleWindow > 0 {
 		return cfg.idleWindow
 	}
-	cycle := time.Duration(4*2*io) * time.Second
-	least := 20 * time.Second
-	if cfg.quick {
-		least = 16 * time.Second
-	}
-	k := max(1, int(math.Ceil(float64(least)/float64(cycle))))
-	return time.Duration(k) * cycle
+	cycle := 4 * (time.Duration(2*io)*time.Second + 500*time.Millisecond)
+	return max(24*time.Second, 2*cycle+3*time.Second)
 }
 
 // settle is how long to wait after the joins before measuring: one

@@ -61,14 +61,9 @@ func startMsgCluster(ctx context.Context, cfg *config, io, n int) (*msgCluster, 
 		if err := os.MkdirAll(h.runDir, 0o700); err != nil {
 			return nil, err
 		}
-		logf, err := os.Create(h.runDir + ".log")
-		if err != nil {
-			return nil, err
-		}
 		cmd := exec.Command(cfg.bin, "daemon", "--run-dir", h.runDir, "--watchdog", "none", "-e", fmt.Sprintf("h%d", i))
-		cmd.Stdout, cmd.Stderr = logf, logf
-		h.p, err = reg.start(fmt.Sprintf("sanlock-msg daemon h%d", i), cmd)
-		logf.Close()
+		var err error
+		h.p, err = reg.startLogged(fmt.Sprintf("sanlock-msg daemon h%d", i), cmd, h.runDir+".log")
 		if err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -71,6 +72,37 @@ func (r *registry) start(name string, cmd *exec.Cmd) (*proc, error) {
 	r.mu.Lock()
 	r.procs = append(r.procs, p)
 	r.mu.Unlock()
+	return p, nil
+}
+
+// startLogged starts cmd as a tracked child whose stdout and stderr go,
+// through a pipe, to the file logPath. The bench writes the file, so the
+// child's /proc/PID/io write_bytes count only what the child itself writes
+// to storage, not its log (which in production goes to journald).
+func (r *registry) startLogged(name string, cmd *exec.Cmd, logPath string) (*proc, error) {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		lf.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	p, err := r.start(name, cmd)
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		lf.Close()
+		return nil, err
+	}
+	// Copies until every writer (the child and anything it forked) is gone.
+	go func() {
+		io.Copy(lf, pr)
+		pr.Close()
+		lf.Close()
+	}()
 	return p, nil
 }
 

@@ -66,15 +66,10 @@ func startSlkCluster(ctx context.Context, cfg *config, io, n int) (*slkCluster, 
 		if err := os.MkdirAll(h.runDir, 0o700); err != nil {
 			return nil, err
 		}
-		logf, err := os.Create(h.runDir + ".log")
-		if err != nil {
-			return nil, err
-		}
 		cmd := exec.Command("sanlock", "daemon", "-D", "-w", "0", "-o", fmt.Sprint(io), "-e", fmt.Sprintf("sh%d", i))
 		cmd.Env = append(os.Environ(), "SANLOCK_RUN_DIR="+h.runDir, "SANLOCK_PRIVILEGED=0")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		h.p, err = reg.start(fmt.Sprintf("sanlock daemon sh%d", i), cmd)
-		logf.Close()
+		var err error
+		h.p, err = reg.startLogged(fmt.Sprintf("sanlock daemon sh%d", i), cmd, h.runDir+".log")
 		if err != nil {
 			return nil, err
 		}
