@@ -28,7 +28,9 @@ import (
 //
 // An ack entry is 10 bytes:
 //
-//	0..1  bits 0..10: source host id (0 = empty slot); bits 11..15: status
+//	0..1  bits 0..10: source host id (0 = empty slot, and the end of the
+//	      table: entries fill slots from 0 without holes); bits 11..15:
+//	      status
 //	2..3  low 16 bits of the source's generation
 //	4..9  seq (48 bits): the last seq of that source incarnation processed
 //
@@ -125,7 +127,8 @@ type Extension struct {
 	// Seq identifies the message carried in the event fields and bitmap;
 	// 0 means the sector carries no sanlock-msg message.
 	Seq uint64
-	// Acks lists the non-empty ack entries in slot order.
+	// Acks lists the ack entries in slot order (the table ends at its
+	// first empty slot).
 	Acks []Ack
 }
 
@@ -197,7 +200,7 @@ func decodeExt(b []byte) (*Extension, error) {
 		hs := le.Uint16(p)
 		host := uint64(hs & ackHostMask)
 		if host == 0 {
-			continue
+			break // the table ends at its first empty slot
 		}
 		e.Acks = append(e.Acks, Ack{
 			HostID: host,

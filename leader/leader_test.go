@@ -528,3 +528,22 @@ func BenchmarkDecodeArea(b *testing.B) {
 		})
 	}
 }
+
+// TestAckTableEnds: the ack table ends at its first empty slot, so decoding
+// a 4096-byte sector reads only the entries in use.
+func TestAckTableEnds(t *testing.T) {
+	s := sampleSector(4096, 3)
+	b := make([]byte, 4096)
+	if err := s.Encode(b); err != nil {
+		t.Fatal(err)
+	}
+	clear(b[ackOffset(1) : ackOffset(1)+AckEntrySize]) // a hole at slot 1
+	binary.LittleEndian.PutUint32(b[OffExtCRC:], extCRC(b))
+	got, err := DecodeSector(b)
+	if err != nil || got.ExtErr != nil {
+		t.Fatal(err, got.ExtErr)
+	}
+	if len(got.Ext.Acks) != 1 || got.Ext.Acks[0] != s.Ext.Acks[0] {
+		t.Fatalf("acks %+v, want only slot 0", got.Ext.Acks)
+	}
+}
