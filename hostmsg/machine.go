@@ -229,12 +229,11 @@ func (m *Machine) Send(now time.Time, msg Message) (uint64, error) {
 			}
 			return 0, fmt.Errorf("%w: host %d is %s", ErrTargetNotLive, id, state)
 		}
-		if msg.CurrentGeneration && msg.TargetGeneration == 0 && len(targets) == 1 {
-			msg.TargetGeneration = p.gen
+		if o.CurrentGeneration && o.TargetGeneration == 0 && len(targets) == 1 {
 			o.TargetGeneration = p.gen
 		}
-		if msg.TargetGeneration != 0 && p.gen != msg.TargetGeneration {
-			return 0, fmt.Errorf("%w: host %d is at generation %d, not %d", ErrGeneration, id, p.gen, msg.TargetGeneration)
+		if o.TargetGeneration != 0 && p.gen != o.TargetGeneration {
+			return 0, fmt.Errorf("%w: host %d is at generation %d, not %d", ErrGeneration, id, p.gen, o.TargetGeneration)
 		}
 		o.targets = append(o.targets, &target{id: id, gen: p.gen})
 	}
