@@ -151,7 +151,7 @@ func (ms *messenger) dispatchLocked(now time.Time, rd hostmsg.Ready) {
 		if res.Err() != nil {
 			lvl = slog.LevelWarn
 		}
-		ms.log.Log(context.Background(), lvl, "send finished", "seq", res.Seq, "code", fmt.Sprintf("%#x", res.Code), "result", resultText(res))
+		ms.log.Log(context.Background(), lvl, "send finished", "seq", res.Seq, "code", fmt.Sprintf("%#x", res.Code), "result", res.String())
 	}
 	if rd.Reset != nil {
 		ms.resetLocked(*rd.Reset)
@@ -265,16 +265,4 @@ func (d *Daemon) lockspaceGone(m *member, reason string) {
 	if m.msg != nil {
 		m.msg.stop(reason)
 	}
-}
-
-// resultText summarises a result for logs.
-func resultText(r hostmsg.Result) string {
-	s := ""
-	for i, t := range r.Targets {
-		if i > 0 {
-			s += "; "
-		}
-		s += t.String()
-	}
-	return s
 }

@@ -133,6 +133,16 @@ type Result struct {
 	DoneAt   time.Time
 }
 
+// String lists every target's outcome, e.g. "host 2: acked (delivered);
+// host 3: target-dead".
+func (r *Result) String() string {
+	parts := make([]string, len(r.Targets))
+	for i, t := range r.Targets {
+		parts[i] = t.String()
+	}
+	return strings.Join(parts, "; ")
+}
+
 // Err returns nil if every target is OK, else an error naming each target
 // that is not.
 func (r *Result) Err() error {

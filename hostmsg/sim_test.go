@@ -210,7 +210,7 @@ func (s *sim) collect(h *simHost) {
 	}
 	for _, r := range rd.Results {
 		h.results[h.gen] = append(h.results[h.gen], r)
-		s.logf("host %d send seq %d done: %s", h.id, r.Seq, fmtResult(r))
+		s.logf("host %d send seq %d done: %s", h.id, r.Seq, r.String())
 	}
 	if rd.Reset != nil {
 		h.resets = append(h.resets, *rd.Reset)
@@ -318,12 +318,4 @@ func fmtDelivery(d Delivery) string {
 		return fmt.Sprintf("event from %s code %s data %d (native) status %s", src, strings.Join(leader.CodeNames(d.Code), ","), d.Data, d.Status)
 	}
 	return fmt.Sprintf("seq %d from %s code %s data %d status %s", d.Seq, src, strings.Join(leader.CodeNames(d.Code), ","), d.Data, d.Status)
-}
-
-func fmtResult(r Result) string {
-	var parts []string
-	for _, t := range r.Targets {
-		parts = append(parts, t.String())
-	}
-	return strings.Join(parts, "; ")
 }
