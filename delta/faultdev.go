@@ -127,19 +127,30 @@ func (d *FaultDevice) hang() {
 	d.mu.Unlock()
 }
 
+// stall applies the faults that come before the I/O itself: EIO fails it,
+// hang and delay hold it, then let it proceed.
+func (d *FaultDevice) stall(f *Fault) error {
+	switch f.Kind {
+	case FaultEIO:
+		return syscall.EIO
+	case FaultHang:
+		d.hang()
+	case FaultDelay:
+		time.Sleep(f.Delay)
+	}
+	return nil
+}
+
 // ReadAt applies read faults, then reads from the wrapped device.
 func (d *FaultDevice) ReadAt(p []byte, off int64) (int, error) {
 	f := d.match("read", off, len(p))
 	if f == nil {
 		return d.Device.ReadAt(p, off)
 	}
+	if err := d.stall(f); err != nil {
+		return 0, err
+	}
 	switch f.Kind {
-	case FaultEIO:
-		return 0, syscall.EIO
-	case FaultHang:
-		d.hang()
-	case FaultDelay:
-		time.Sleep(f.Delay)
 	case FaultShort, FaultTorn:
 		n, err := d.Device.ReadAt(p[:min(f.Bytes, len(p))], off)
 		if err == nil {
@@ -162,13 +173,10 @@ func (d *FaultDevice) WriteAt(p []byte, off int64) (int, error) {
 	if f == nil {
 		return d.Device.WriteAt(p, off)
 	}
+	if err := d.stall(f); err != nil {
+		return 0, err
+	}
 	switch f.Kind {
-	case FaultEIO:
-		return 0, syscall.EIO
-	case FaultHang:
-		d.hang()
-	case FaultDelay:
-		time.Sleep(f.Delay)
 	case FaultShort, FaultTorn:
 		// Merge the prefix into what is on disk, whatever the alignment.
 		ss := len(p)
