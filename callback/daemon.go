@@ -15,10 +15,10 @@ import (
 	"sync"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/delta"
-	"sanlock-msg/leader"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 // Config configures a Daemon. Zero fields take the defaults documented on

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/delta"
-	"sanlock-msg/leader"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 func TestDaemon_addStatusRem(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Run a daemon in the foreground until a client shuts it down.

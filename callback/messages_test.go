@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/delta"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // msgPair is two in-process daemons in one in-memory lockspace at

@@ -7,10 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"sanlock-msg/delta"
-	"sanlock-msg/hostmsg"
-	"sanlock-msg/leader"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/hostmsg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 // messenger is the message side of one lockspace: it adapts a

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"sanlock-msg/hostmsg"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/hostmsg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Message ops.

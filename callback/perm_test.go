@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	"sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/callback"
 )
 
 // helperEnv makes the test binary act as a client: TestMain runs

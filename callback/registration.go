@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"sanlock-msg/hostmsg"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/hostmsg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // DefaultQueue is how many records a registration buffers for a client

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/hostmsg"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/hostmsg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // socketPair returns both ends of a connected unix stream socket pair.

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/delta"
-	"sanlock-msg/leader"
-	"sanlock-msg/testimg"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 // The watchdog side of the daemon, on in-process daemons sharing in-memory

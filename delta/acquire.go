@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Errors of the delta lease protocol.

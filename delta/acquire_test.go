@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // simEpoch is simulated time zero.

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Area is a lockspace area on a device: where it starts and its geometry.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 func refImage(t testing.TB, name string) []byte {

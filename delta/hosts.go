@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // HostState is the state of a host id as seen by another host, with

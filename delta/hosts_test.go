@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // hostRec describes a record as a peer would write it.

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/clock"
 )
 
 // DefaultMaxStuck is how many timed-out I/Os may still be outstanding

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/clock"
 )
 
 // waitFor polls cond without sleeping on the fake clock; the goroutine

@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Config configures a lockspace membership. Zero fields take the defaults

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // checkRenewals checks the host's own-sector writes in [from, to): the

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // lsNet runs Lockspace loops and Joins that share one clock.Fake as a
@@ -116,7 +116,7 @@ type hostClock struct {
 
 func (c *hostClock) AfterFunc(d time.Duration, f func()) func() bool {
 	stop := c.Fake.AfterFunc(d, f)
-	if calledFrom("sanlock-msg/delta.sleepUntil") {
+	if calledFrom("github.com/sanlock-msg/sanlock-msg/delta.sleepUntil") {
 		c.h.ev <- sleepEvent{kind: sleepJoin, until: c.Fake.Now().Add(d)}
 	}
 	return stop

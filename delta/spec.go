@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Spec names a lockspace and, optionally, a host id in it, in sanlock's

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/hostmsg"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/hostmsg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // These benchmarks measure the CPU the pure machine costs the daemon per

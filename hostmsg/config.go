@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Config configures a Machine for one lockspace membership (one host id

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Payload is the message part of our sector: event fields, bitmap and

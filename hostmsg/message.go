@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Errors returned by Send.

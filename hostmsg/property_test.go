@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // TestRandomRuns drives thousands of messages through randomly built

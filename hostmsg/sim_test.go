@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"sanlock-msg/delta"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // sim is a cluster of simulated hosts sharing one in-memory lockspace:

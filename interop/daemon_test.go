@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 // Liveness interop between a real sanlock daemon and sanlock-msg daemons

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/leader"
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 // ourDump is the part of `sanlock-msg dump --json` these tests compare.

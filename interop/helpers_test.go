@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 // slm runs the sanlock-msg binary and returns its stdout; a non-zero exit

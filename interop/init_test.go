@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 const mib = 1 << 20

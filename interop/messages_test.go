@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/leader"
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 // Messages between sanlock-msg daemons, and between sanlock-msg and real

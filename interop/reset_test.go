@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/testimg"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 // WD_RESET fencing at io_timeout 1, between sanlock-msg daemons whose

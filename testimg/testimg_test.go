@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 func TestFile(t *testing.T) {

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/testimg"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 // TestReadWatchdog reads what a real fake watchdog writes.

@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 // A Keeper feeds a fake watchdog every second while lockspace ls1 renews,

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/clock"
 )
 
 // Fake is a watchdog for tests and demos ("--watchdog fake:FILE"). It never

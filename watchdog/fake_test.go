@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 func TestFakeLineFormat(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 // t0 is the start of every fake clock in these tests.

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/clock"
 )
 
 // DefaultInterval is the Keeper's feeding interval when NewKeeper is given

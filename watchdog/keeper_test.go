@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/testimg"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 // newKeeper returns a started Keeper feeding a Fake with timeout w every

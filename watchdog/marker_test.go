@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 func TestMarkerRoundTrip(t *testing.T) {

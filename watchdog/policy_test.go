@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 func TestPolicyDecide(t *testing.T) {

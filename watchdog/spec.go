@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/clock"
 )
 
 // OpenSpec opens the watchdog named by spec, the value of a --watchdog flag:

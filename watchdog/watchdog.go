@@ -4,7 +4,7 @@ import (
 	"errors"
 	"time"
 
-	"sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/clock"
 )
 
 // DefaultTimeout is the watchdog fire timeout used when a caller passes a

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 func TestOpenRegularFileIsNotAWatchdog(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // msgHost is one sanlock-msg daemon holding one host id.
@@ -38,7 +38,7 @@ func buildCLI(ctx context.Context, dir string) (string, error) {
 		goBin = "/usr/local/go/bin/go"
 	}
 	bin := filepath.Join(dir, "sanlock-msg")
-	if _, err := runCmd(ctx, 5*time.Minute, nil, goBin, "build", "-o", bin, "sanlock-msg/cmd/sanlock-msg"); err != nil {
+	if _, err := runCmd(ctx, 5*time.Minute, nil, goBin, "build", "-o", bin, "github.com/sanlock-msg/sanlock-msg/cmd/sanlock-msg"); err != nil {
 		return "", fmt.Errorf("build the CLI (run msgbench from inside the module): %w", err)
 	}
 	return bin, nil

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/callback"
 )
 
 // runDirFlag adds --run-dir, shared by the daemon and its client verbs.

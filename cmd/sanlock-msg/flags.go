@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"sanlock-msg/delta"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // Exit statuses shared by every verb.

@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"testing"
 
-	"sanlock-msg/leader"
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 // runCmd runs the CLI in-process and returns its output and exit status.

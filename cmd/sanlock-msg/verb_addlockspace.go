@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/callback"
 )
 
 const addLockspaceAbout = `

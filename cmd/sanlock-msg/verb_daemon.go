@@ -10,9 +10,9 @@ import (
 	"syscall"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/delta"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 const daemonAbout = `

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/testimg"
-	"sanlock-msg/watchdog"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
 // daemonVerb is a `sanlock-msg daemon` running in this process.

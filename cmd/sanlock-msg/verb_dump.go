@@ -8,9 +8,9 @@ import (
 	"io"
 	"strings"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/delta"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 // directReadTimeout bounds every read of dump and read, as sanlock direct

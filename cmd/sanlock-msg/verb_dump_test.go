@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"sanlock-msg/leader"
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 // eventArea is ls512-event.bin as a whole 1 MiB area: host 1 (host1, gen 1,

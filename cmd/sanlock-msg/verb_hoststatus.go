@@ -6,7 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/callback"
 )
 
 const hostStatusAbout = `

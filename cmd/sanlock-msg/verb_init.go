@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"sanlock-msg/clock"
-	"sanlock-msg/delta"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 const initAbout = `

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"sanlock-msg/leader"
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 // TestInitMatchesSanlockImages compares init's output on a regular file

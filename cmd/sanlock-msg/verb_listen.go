@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/callback"
 )
 
 const listenAbout = `

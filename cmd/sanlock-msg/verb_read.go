@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 const readAbout = `

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"sanlock-msg/leader"
-	"sanlock-msg/testimg"
+	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 func readJSON(t *testing.T, spec string) readView {

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/delta"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 const resetAbout = `

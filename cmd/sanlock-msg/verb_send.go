@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	"sanlock-msg/callback"
-	"sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
 const sendAbout = `

@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/delta"
 )
 
 const timeoutsAbout = `
