@@ -62,9 +62,9 @@ func (e *Error) Unwrap() error {
 	return ErrInternal
 }
 
-// codeOf returns the code for err: the code of an *Error or of a wrapped
-// sentinel, else CodeInternal.
-func codeOf(err error) string {
+// CodeOf returns the protocol code for err: the code of an *Error or of a
+// sentinel err wraps, else CodeInternal.
+func CodeOf(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
@@ -75,13 +75,4 @@ func codeOf(err error) string {
 		}
 	}
 	return CodeInternal
-}
-
-// Fail returns the failure Response for err with code (CodeInternal if
-// empty, or the code of the sentinel err wraps).
-func Fail(code string, err error) *Response {
-	if code == "" {
-		code = codeOf(err)
-	}
-	return &Response{V: ProtocolVersion, Code: code, Error: err.Error()}
 }

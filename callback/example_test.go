@@ -15,21 +15,6 @@ import (
 	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
-// Run a daemon in the foreground until a client shuts it down.
-func ExampleDaemon_Run() {
-	d, err := callback.New(callback.Config{
-		RunDir:   callback.ResolveRunDir("", os.Getenv),
-		Watchdog: "/dev/watchdog",
-		HostName: "host-a", // the same name after a crash: fast reacquire
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := d.Run(context.Background()); err != nil {
-		log.Fatal(err)
-	}
-}
-
 // Join a lockspace and show the renewal health.
 func ExampleClient_AddLockspace() {
 	ctx := context.Background()

@@ -205,3 +205,99 @@ type HostStatus struct {
 	// BadExt counts sectors read whose extension failed its checksum.
 	BadExt int `json:"bad_ext,omitempty"`
 }
+
+// Message ops.
+const (
+	// OpSend queues a message (Name, Targets, Generation, Code, Seq, Data,
+	// Wait, TimeoutMs) and answers with its seq, or with its result if
+	// Wait is set.
+	OpSend = "send"
+	// OpRegister turns the connection into a stream of Records for
+	// lockspace Name: the daemon answers OK, then writes one JSON Record
+	// per line until the lockspace goes away (an "end" record) or the
+	// client closes the connection.
+	OpRegister = "register"
+)
+
+// SendReply is the send op's payload.
+type SendReply struct {
+	Seq uint64 `json:"seq"`
+	// Done is set when the reply carries the result (send with Wait).
+	Done    bool           `json:"done,omitempty"`
+	OK      bool           `json:"ok,omitempty"` // every target got it (TargetStatus.OK)
+	Targets []TargetStatus `json:"targets,omitempty"`
+	// Error names each target that did not get the message, and why.
+	Error    string    `json:"error,omitempty"`
+	QueuedAt time.Time `json:"queued_at,omitzero"`
+	SentAt   time.Time `json:"sent_at,omitzero"` // first on disk
+	DoneAt   time.Time `json:"done_at,omitzero"`
+}
+
+// TargetStatus is how a send ended for one target.
+type TargetStatus struct {
+	HostID     uint64 `json:"host_id"`
+	Generation uint64 `json:"generation"`
+	// Outcome is acked, delivered-unacknowledged, timeout, target-dead,
+	// target-left, target-restarted or cancelled.
+	Outcome string `json:"outcome"`
+	// Status is the target's ack status when acked: delivered,
+	// no-listener, wrong-generation, resetting, reset-unavailable.
+	Status string    `json:"status,omitempty"`
+	OK     bool      `json:"ok"`
+	At     time.Time `json:"at"`
+}
+
+// MessageStatus is the message side of a lockspace, in LockspaceStatus.
+type MessageStatus struct {
+	Listeners       int   `json:"listeners"`
+	Pending         int   `json:"pending"` // sends in flight or queued
+	Resetting       bool  `json:"resetting,omitempty"`
+	Sent            int64 `json:"sent"`
+	SendOK          int64 `json:"send_ok"`
+	SendFailed      int64 `json:"send_failed"`
+	Delivered       int64 `json:"delivered"`
+	NoListener      int64 `json:"no_listener"`
+	NativeDelivered int64 `json:"native_delivered"`
+	Duplicates      int64 `json:"duplicates"`
+	WrongGeneration int64 `json:"wrong_generation"`
+	// BadExt counts peer sectors ignored because their extension failed
+	// its checksum; BadSector, because their leader record failed.
+	BadExt       int64 `json:"bad_ext"`
+	BadSector    int64 `json:"bad_sector"`
+	AckEvictions int64 `json:"ack_evictions"`
+	AckDeferred  int64 `json:"ack_deferred"`
+	// Overflows counts records dropped for slow listeners.
+	Overflows int `json:"overflows"`
+}
+
+// Record types.
+const (
+	RecordMessage  = "message"  // a message arrived
+	RecordOverflow = "overflow" // Dropped messages were lost: the client read too slowly
+	RecordEnd      = "end"      // the registration ends (Reason); the connection closes next
+)
+
+// Record is one line a registration delivers: a message, an overflow
+// report, or the end of the registration.
+type Record struct {
+	Type      string `json:"type"`
+	Lockspace string `json:"lockspace"`
+	// Message fields (always present, zero for other types).
+	FromHostID     uint64   `json:"from_host_id"`
+	FromGeneration uint64   `json:"from_generation"`
+	Seq            uint64   `json:"seq"` // 0 for events from plain sanlock hosts
+	Code           uint64   `json:"code"`
+	Data           uint64   `json:"data"`
+	Codes          []string `json:"codes"`
+	// Generation is the target generation the sender named (0 = any).
+	Generation uint64 `json:"generation"`
+	// Native marks an event from a plain sanlock host: no seq, no ack.
+	Native bool `json:"native,omitempty"`
+	// Status is the ack this host wrote (delivered, resetting, ...).
+	Status string    `json:"status,omitempty"`
+	Time   time.Time `json:"time,omitzero"`
+	// Dropped counts the messages lost before this overflow record.
+	Dropped int `json:"dropped,omitempty"`
+	// Reason says why the registration ended.
+	Reason string `json:"reason,omitempty"`
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/daemon"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
@@ -61,7 +62,7 @@ func runDaemon(ctx context.Context, e *env, args []string) int {
 		return c.usageError(e, "--watchdog-timeout "+wdTimeout.String()+": want at least 1s")
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	d, err := callback.New(callback.Config{
+	d, err := daemon.New(daemon.Config{
 		RunDir:          callback.ResolveRunDir(*runDir, e.getenv),
 		Group:           *group,
 		SocketMode:      os.FileMode(m),

@@ -1,4 +1,4 @@
-package callback
+package daemon
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sanlock-msg/sanlock-msg/callback"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/hostmsg"
 	"github.com/sanlock-msg/sanlock-msg/leader"
@@ -56,7 +57,7 @@ func (ms *messenger) Joined(hostID, generation uint64, sectorSize int) {
 	})
 	if err != nil {
 		// Only a delta bug can get here (bad host id or generation).
-		panic(fmt.Sprintf("callback: %s: %v", ms.name, err))
+		panic(fmt.Sprintf("daemon: %s: %v", ms.name, err))
 	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
@@ -179,7 +180,7 @@ func (ms *messenger) send(now time.Time, msg hostmsg.Message, wait bool) (uint64
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.m == nil || ms.stopped {
-		return 0, nil, fmt.Errorf("%w: lockspace %s is not joined yet", ErrNotJoined, ms.name)
+		return 0, nil, fmt.Errorf("%w: lockspace %s is not joined yet", callback.ErrNotJoined, ms.name)
 	}
 	seq, err := ms.m.Send(now, msg)
 	if err != nil {
@@ -203,7 +204,7 @@ func (ms *messenger) addReg(r *registration) error {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.stopped {
-		return fmt.Errorf("%w: lockspace %s is being removed", ErrNotJoined, ms.name)
+		return fmt.Errorf("%w: lockspace %s is being removed", callback.ErrNotJoined, ms.name)
 	}
 	ms.regs[r] = struct{}{}
 	if ms.m != nil {
@@ -240,10 +241,10 @@ func (ms *messenger) stop(reason string) {
 }
 
 // status describes the message side for the status op.
-func (ms *messenger) status() *MessageStatus {
+func (ms *messenger) status() *callback.MessageStatus {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	st := &MessageStatus{Listeners: len(ms.regs)}
+	st := &callback.MessageStatus{Listeners: len(ms.regs)}
 	if ms.m != nil {
 		s := ms.m.Stats()
 		st.Pending, st.Resetting = ms.m.Pending(), ms.m.Resetting()

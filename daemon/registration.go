@@ -1,4 +1,4 @@
-package callback
+package daemon
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sanlock-msg/sanlock-msg/callback"
 	"github.com/sanlock-msg/sanlock-msg/hostmsg"
 	"github.com/sanlock-msg/sanlock-msg/leader"
 )
@@ -17,40 +18,8 @@ import (
 // overflow record, never dropped silently.
 const DefaultQueue = 4096
 
-// Record types.
-const (
-	RecordMessage  = "message"  // a message arrived
-	RecordOverflow = "overflow" // Dropped messages were lost: the client read too slowly
-	RecordEnd      = "end"      // the registration ends (Reason); the connection closes next
-)
-
-// Record is one line a registration delivers: a message, an overflow
-// report, or the end of the registration.
-type Record struct {
-	Type      string `json:"type"`
-	Lockspace string `json:"lockspace"`
-	// Message fields (always present, zero for other types).
-	FromHostID     uint64   `json:"from_host_id"`
-	FromGeneration uint64   `json:"from_generation"`
-	Seq            uint64   `json:"seq"` // 0 for events from plain sanlock hosts
-	Code           uint64   `json:"code"`
-	Data           uint64   `json:"data"`
-	Codes          []string `json:"codes"`
-	// Generation is the target generation the sender named (0 = any).
-	Generation uint64 `json:"generation"`
-	// Native marks an event from a plain sanlock host: no seq, no ack.
-	Native bool `json:"native,omitempty"`
-	// Status is the ack this host wrote (delivered, resetting, ...).
-	Status string    `json:"status,omitempty"`
-	Time   time.Time `json:"time,omitzero"`
-	// Dropped counts the messages lost before this overflow record.
-	Dropped int `json:"dropped,omitempty"`
-	// Reason says why the registration ended.
-	Reason string `json:"reason,omitempty"`
-}
-
-func messageRecord(ls string, d hostmsg.Delivery) Record {
-	return Record{Type: RecordMessage, Lockspace: ls, FromHostID: d.From, FromGeneration: d.FromGen, Seq: d.Seq,
+func messageRecord(ls string, d hostmsg.Delivery) callback.Record {
+	return callback.Record{Type: callback.RecordMessage, Lockspace: ls, FromHostID: d.From, FromGeneration: d.FromGen, Seq: d.Seq,
 		Code: d.Code, Data: d.Data, Codes: leader.CodeNames(d.Code), Generation: d.TargetGeneration,
 		Native: d.Native, Status: d.Status.String(), Time: d.At}
 }
@@ -64,7 +33,7 @@ type registration struct {
 	max int
 
 	mu      sync.Mutex
-	queue   []Record
+	queue   []callback.Record
 	ended   bool
 	dropped int // total dropped, for status
 	signal  chan struct{}
@@ -77,7 +46,7 @@ func newRegistration(ls string, nc *net.UnixConn, max int) *registration {
 
 // enqueue adds a record without blocking. When the queue is full the
 // record is counted in an overflow record at the queue's tail instead.
-func (r *registration) enqueue(rec Record) {
+func (r *registration) enqueue(rec callback.Record) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.ended {
@@ -85,10 +54,10 @@ func (r *registration) enqueue(rec Record) {
 	}
 	if len(r.queue) >= r.max {
 		r.dropped++
-		if last := &r.queue[len(r.queue)-1]; last.Type == RecordOverflow {
+		if last := &r.queue[len(r.queue)-1]; last.Type == callback.RecordOverflow {
 			last.Dropped++
 		} else {
-			r.queue = append(r.queue, Record{Type: RecordOverflow, Lockspace: r.ls, Dropped: 1, Codes: []string{}})
+			r.queue = append(r.queue, callback.Record{Type: callback.RecordOverflow, Lockspace: r.ls, Dropped: 1, Codes: []string{}})
 		}
 	} else {
 		r.queue = append(r.queue, rec)
@@ -103,7 +72,7 @@ func (r *registration) end(reason string) {
 	if r.ended {
 		return
 	}
-	r.queue = append(r.queue, Record{Type: RecordEnd, Lockspace: r.ls, Reason: reason, Codes: []string{}})
+	r.queue = append(r.queue, callback.Record{Type: callback.RecordEnd, Lockspace: r.ls, Reason: reason, Codes: []string{}})
 	r.ended = true
 	// A client that stopped reading must not keep the connection open
 	// forever: give the end record a bounded time to go out.
@@ -162,7 +131,7 @@ func (r *registration) serve(br *bufio.Reader) {
 			if err := w.Flush(); err != nil {
 				return
 			}
-			if batch[len(batch)-1].Type == RecordEnd {
+			if batch[len(batch)-1].Type == callback.RecordEnd {
 				return
 			}
 		}

@@ -1,4 +1,4 @@
-package callback
+package daemon
 
 import (
 	"fmt"
@@ -26,11 +26,11 @@ func sdNotify(state string) (bool, error) {
 	}
 	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
-		return false, fmt.Errorf("callback: sd_notify: %w", err)
+		return false, fmt.Errorf("daemon: sd_notify: %w", err)
 	}
 	defer c.Close()
 	if _, err := c.Write([]byte(state)); err != nil {
-		return false, fmt.Errorf("callback: sd_notify: %w", err)
+		return false, fmt.Errorf("daemon: sd_notify: %w", err)
 	}
 	return true, nil
 }

@@ -1,4 +1,4 @@
-package callback_test
+package daemon_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/daemon"
 )
 
 // helperEnv makes the test binary act as a client: TestMain runs
@@ -100,7 +101,7 @@ func TestDaemon_permission(t *testing.T) {
 	helper := filepath.Join(base, "helper")
 	copyFile(t, os.Args[0], helper, 0o755)
 
-	td := startDaemon(t, newDevices(), func(c *callback.Config) {
+	td := startDaemon(t, newDevices(), func(c *daemon.Config) {
 		c.RunDir = filepath.Join(base, "run")
 		c.SocketMode = 0o666
 		c.Group = fmt.Sprint(group)

@@ -1,4 +1,4 @@
-package callback_test
+package daemon_test
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/daemon"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/leader"
 	"github.com/sanlock-msg/sanlock-msg/watchdog"
@@ -22,7 +23,7 @@ func TestDaemon_addStatusRem(t *testing.T) {
 	t.Parallel()
 	ds := newDevices()
 	dev := ds.lockspace(t, "img", "LS")
-	td := startDaemon(t, ds, func(c *callback.Config) { c.HostName = "host-a" })
+	td := startDaemon(t, ds, func(c *daemon.Config) { c.HostName = "host-a" })
 	c := td.dial(t)
 	ctx := ctxT(t, time.Minute)
 
@@ -191,8 +192,8 @@ func TestDaemon_busy(t *testing.T) {
 	t.Parallel()
 	ds := newDevices()
 	ds.lockspace(t, "img", "LS")
-	a := startDaemon(t, ds, func(c *callback.Config) { c.HostName = "host-a" })
-	b := startDaemon(t, ds, func(c *callback.Config) { c.HostName = "host-b" })
+	a := startDaemon(t, ds, func(c *daemon.Config) { c.HostName = "host-a" })
+	b := startDaemon(t, ds, func(c *daemon.Config) { c.HostName = "host-b" })
 	ctx := ctxT(t, time.Minute)
 	if _, err := a.dial(t).AddLockspace(ctx, "LS:1:img:0", callback.AddOptions{IOTimeout: time.Second}); err != nil {
 		t.Fatal(err)
@@ -241,7 +242,7 @@ func TestDaemon_failed(t *testing.T) {
 	fd := delta.NewFaultDevice(mem)
 	ds.add("img", fd)
 	wdFile := filepath.Join(t.TempDir(), "wd")
-	td := startDaemon(t, ds, func(c *callback.Config) {
+	td := startDaemon(t, ds, func(c *daemon.Config) {
 		c.Watchdog = "fake:" + wdFile
 		c.WatchdogTimeout = 60 * time.Second
 	})
@@ -297,7 +298,7 @@ func TestDaemon_shutdown(t *testing.T) {
 	ds := newDevices()
 	dev := ds.lockspace(t, "img", "LS")
 	wdFile := filepath.Join(t.TempDir(), "wd")
-	td := startDaemon(t, ds, func(c *callback.Config) {
+	td := startDaemon(t, ds, func(c *daemon.Config) {
 		c.Watchdog = "fake:" + wdFile
 		c.WatchdogTimeout = 10 * time.Second
 	})
@@ -349,7 +350,7 @@ func TestDaemon_runDirExclusive(t *testing.T) {
 	t.Parallel()
 	ds := newDevices()
 	td := startDaemon(t, ds, nil)
-	d, err := callback.New(callback.Config{RunDir: td.dir, Watchdog: "none", Logger: testLogger(t)})
+	d, err := daemon.New(daemon.Config{RunDir: td.dir, Watchdog: "none", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +372,7 @@ func TestDaemon_staleSocket(t *testing.T) {
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close() // leaves the socket file, with nobody listening
-	td := startDaemon(t, newDevices(), func(c *callback.Config) { c.RunDir = dir })
+	td := startDaemon(t, newDevices(), func(c *daemon.Config) { c.RunDir = dir })
 	if _, err := td.dial(t).Status(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +384,7 @@ func TestDaemon_badWatchdog(t *testing.T) {
 	if err := os.WriteFile(notWD, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d, err := callback.New(callback.Config{RunDir: t.TempDir(), Watchdog: notWD, Logger: testLogger(t)})
+	d, err := daemon.New(daemon.Config{RunDir: t.TempDir(), Watchdog: notWD, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +406,7 @@ func TestDaemon_resetPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	wdFile := filepath.Join(t.TempDir(), "wd")
-	d, err := callback.New(callback.Config{RunDir: dir, Watchdog: "fake:" + wdFile, WatchdogTimeout: 3 * time.Second,
+	d, err := daemon.New(daemon.Config{RunDir: dir, Watchdog: "fake:" + wdFile, WatchdogTimeout: 3 * time.Second,
 		OpenDevice: ds.open, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)

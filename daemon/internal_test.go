@@ -1,4 +1,4 @@
-package callback
+package daemon
 
 import (
 	"bufio"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sanlock-msg/sanlock-msg/callback"
 )
 
 func TestPermitted(t *testing.T) {
@@ -33,8 +35,8 @@ func TestPermitted(t *testing.T) {
 			if tt.ok != (err == nil) {
 				t.Fatalf("permitted(%+v) = %v, want ok=%v", tt.peer, err, tt.ok)
 			}
-			if err != nil && (!errors.Is(err, ErrPermission) || !strings.Contains(err.Error(), "uid 2000") && !strings.Contains(err.Error(), "uid 65534")) {
-				t.Errorf("error %q does not wrap ErrPermission or name the uid", err)
+			if err != nil && (!errors.Is(err, callback.ErrPermission) || !strings.Contains(err.Error(), "uid 2000") && !strings.Contains(err.Error(), "uid 65534")) {
+				t.Errorf("error %q does not wrap callback.ErrPermission or name the uid", err)
 			}
 		})
 	}
@@ -82,31 +84,6 @@ func TestReadLine(t *testing.T) {
 			got, err := readLine(bufio.NewReaderSize(strings.NewReader(tt.in), 16), tt.max)
 			if (err != nil) != tt.err || string(got) != tt.want {
 				t.Fatalf("got %q, %v; want %q, error %v", got, err, tt.want, tt.err)
-			}
-		})
-	}
-}
-
-func TestResolveRunDir(t *testing.T) {
-	env := func(v string) func(string) string {
-		return func(k string) string {
-			if k == EnvRunDir {
-				return v
-			}
-			return ""
-		}
-	}
-	tests := []struct {
-		name, flag, env, want string
-	}{
-		{"flag wins", "/a", "/b", "/a"},
-		{"environment", "", "/b", "/b"},
-		{"default", "", "", DefaultRunDir},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := ResolveRunDir(tt.flag, env(tt.env)); got != tt.want {
-				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
 	}

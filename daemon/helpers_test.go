@@ -1,4 +1,4 @@
-package callback_test
+package daemon_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
 	"github.com/sanlock-msg/sanlock-msg/clock"
+	"github.com/sanlock-msg/sanlock-msg/daemon"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/leader"
 )
@@ -62,7 +63,7 @@ func (ds *devices) lockspace(t testing.TB, path, name string) *delta.MemDevice {
 
 // testDaemon is a running daemon and its run directory.
 type testDaemon struct {
-	*callback.Daemon
+	*daemon.Daemon
 	dir    string
 	done   chan struct{} // closed when Run returned
 	runErr error         // Run's result, once done is closed
@@ -70,9 +71,9 @@ type testDaemon struct {
 
 // startDaemon runs a daemon on ds in a new run directory; mutate may
 // change its Config. The daemon is shut down with force at cleanup.
-func startDaemon(t testing.TB, ds *devices, mutate func(*callback.Config)) *testDaemon {
+func startDaemon(t testing.TB, ds *devices, mutate func(*daemon.Config)) *testDaemon {
 	t.Helper()
-	cfg := callback.Config{
+	cfg := daemon.Config{
 		RunDir:          t.TempDir(),
 		Watchdog:        "none",
 		WatchdogTimeout: time.Second,
@@ -83,7 +84,7 @@ func startDaemon(t testing.TB, ds *devices, mutate func(*callback.Config)) *test
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	d, err := callback.New(cfg)
+	d, err := daemon.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package callback_test
+package daemon_test
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/daemon"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/leader"
 	"github.com/sanlock-msg/sanlock-msg/testimg"
@@ -21,9 +22,9 @@ import (
 
 // withFakeWatchdog returns a Config mutator giving a daemon a fake
 // watchdog with timeout w, and the fake's event file.
-func withFakeWatchdog(t *testing.T, w time.Duration) (func(*callback.Config), string) {
+func withFakeWatchdog(t *testing.T, w time.Duration) (func(*daemon.Config), string) {
 	path := filepath.Join(t.TempDir(), "wd")
-	return func(c *callback.Config) { c.Watchdog, c.WatchdogTimeout = "fake:"+path, w }, path
+	return func(c *daemon.Config) { c.Watchdog, c.WatchdogTimeout = "fake:"+path, w }, path
 }
 
 // join adds host id to lockspace LS on path at io_timeout 1.

@@ -1,4 +1,4 @@
-package callback
+package daemon
 
 import (
 	"bufio"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sanlock-msg/sanlock-msg/callback"
 	"github.com/sanlock-msg/sanlock-msg/hostmsg"
 	"github.com/sanlock-msg/sanlock-msg/leader"
 )
@@ -56,14 +57,14 @@ func TestRegistration_overflow(t *testing.T) {
 	}()
 	cconn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	sc := bufio.NewScanner(cconn)
-	var recs []Record
+	var recs []callback.Record
 	for sc.Scan() {
-		var rec Record
+		var rec callback.Record
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 			t.Fatalf("line %q: %v", sc.Text(), err)
 		}
 		recs = append(recs, rec)
-		if rec.Type == RecordEnd {
+		if rec.Type == callback.RecordEnd {
 			break
 		}
 	}
@@ -74,15 +75,15 @@ func TestRegistration_overflow(t *testing.T) {
 		t.Fatalf("got %d records %+v, want 3 messages, overflow, end", len(recs), recs)
 	}
 	for i, rec := range recs[:3] {
-		if rec.Type != RecordMessage || rec.Seq != uint64(i+1) || rec.FromHostID != 1 || rec.FromGeneration != 2 ||
+		if rec.Type != callback.RecordMessage || rec.Seq != uint64(i+1) || rec.FromHostID != 1 || rec.FromGeneration != 2 ||
 			rec.Status != "delivered" || rec.Lockspace != "LS" {
 			t.Errorf("record %d: %+v, want message seq %d from 1/2", i, rec, i+1)
 		}
 	}
-	if o := recs[3]; o.Type != RecordOverflow || o.Dropped != 7 || o.Lockspace != "LS" || o.Codes == nil {
+	if o := recs[3]; o.Type != callback.RecordOverflow || o.Dropped != 7 || o.Lockspace != "LS" || o.Codes == nil {
 		t.Errorf("record 3: %+v, want overflow dropped 7", o)
 	}
-	if e := recs[4]; e.Type != RecordEnd || e.Reason != "lockspace removed" {
+	if e := recs[4]; e.Type != callback.RecordEnd || e.Reason != "lockspace removed" {
 		t.Errorf("record 4: %+v, want end, lockspace removed", e)
 	}
 	select {
@@ -105,7 +106,7 @@ func TestRegistration_clientLeaves(t *testing.T) {
 	r.enqueue(messageRecord("LS", hostmsg.Delivery{From: 1, FromGen: 1, Seq: 1, Code: leader.EventUser0}))
 	cconn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := bufio.NewReader(cconn).ReadBytes('\n')
-	var rec Record
+	var rec callback.Record
 	if err != nil || json.Unmarshal(line, &rec) != nil || rec.Seq != 1 {
 		t.Fatalf("first record %q, %v; want seq 1", line, err)
 	}

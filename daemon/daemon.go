@@ -1,4 +1,4 @@
-package callback
+package daemon
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sanlock-msg/sanlock-msg/callback"
 	"github.com/sanlock-msg/sanlock-msg/clock"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/leader"
@@ -63,7 +64,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.RunDir == "" {
-		c.RunDir = DefaultRunDir
+		c.RunDir = callback.DefaultRunDir
 	}
 	if c.SocketMode == 0 {
 		c.SocketMode = 0o660
@@ -150,7 +151,7 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	if len(cfg.HostName) > leader.MaxHostName {
-		return nil, fmt.Errorf("callback: host name %q is %d bytes, at most %d", cfg.HostName, len(cfg.HostName), leader.MaxHostName)
+		return nil, fmt.Errorf("daemon: host name %q is %d bytes, at most %d", cfg.HostName, len(cfg.HostName), leader.MaxHostName)
 	}
 	return &Daemon{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, gid: gid,
 		ready: make(chan struct{}), done: make(chan struct{}), members: make(map[string]*member)}, nil
@@ -166,11 +167,11 @@ func lookupGroup(g string) (uint32, error) {
 	}
 	gr, err := user.LookupGroup(g)
 	if err != nil {
-		return 0, fmt.Errorf("callback: group %q: %w", g, err)
+		return 0, fmt.Errorf("daemon: group %q: %w", g, err)
 	}
 	n, err := strconv.ParseUint(gr.Gid, 10, 32)
 	if err != nil {
-		return 0, fmt.Errorf("callback: group %q has gid %q", g, gr.Gid)
+		return 0, fmt.Errorf("daemon: group %q has gid %q", g, gr.Gid)
 	}
 	return uint32(n), nil
 }
@@ -179,7 +180,7 @@ func lookupGroup(g string) (uint32, error) {
 func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 
 // SocketPath returns the daemon's socket path.
-func (d *Daemon) SocketPath() string { return SocketPath(d.cfg.RunDir) }
+func (d *Daemon) SocketPath() string { return callback.SocketPath(d.cfg.RunDir) }
 
 // Run starts the daemon and serves until it stops; see Daemon. If ctx ends,
 // Run shuts down with force (every lockspace released).
@@ -212,9 +213,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 // socket.
 func (d *Daemon) start() error {
 	if err := os.MkdirAll(d.cfg.RunDir, 0o755); err != nil {
-		return fmt.Errorf("callback: run directory: %w", err)
+		return fmt.Errorf("daemon: run directory: %w", err)
 	}
-	f, err := lockPIDFile(filepath.Join(d.cfg.RunDir, PIDName))
+	f, err := lockPIDFile(filepath.Join(d.cfg.RunDir, callback.PIDName))
 	if err != nil {
 		return err
 	}
@@ -224,7 +225,7 @@ func (d *Daemon) start() error {
 	pol := watchdog.NewPolicy()
 	reason, pending, err := watchdog.ReadMarker(d.cfg.RunDir)
 	if err != nil {
-		return fmt.Errorf("callback: %w; refusing to start rather than feed a host that may have to reset", err)
+		return fmt.Errorf("daemon: %w; refusing to start rather than feed a host that may have to reset", err)
 	}
 	if pending {
 		pol.Reset("pending from before restart: " + reason)
@@ -234,9 +235,9 @@ func (d *Daemon) start() error {
 	dev, err := watchdog.OpenSpec(d.cfg.Watchdog, d.cfg.WatchdogTimeout, d.clk)
 	if err != nil {
 		if errors.Is(err, watchdog.ErrNotWatchdog) {
-			return fmt.Errorf("callback: %w; use --watchdog none (no fencing) or --watchdog fake:FILE (tests)", err)
+			return fmt.Errorf("daemon: %w; use --watchdog none (no fencing) or --watchdog fake:FILE (tests)", err)
 		}
-		return fmt.Errorf("callback: cannot open the watchdog: %w", err)
+		return fmt.Errorf("daemon: cannot open the watchdog: %w", err)
 	}
 	d.wdev = dev
 	switch w := dev.(type) {
@@ -250,17 +251,17 @@ func (d *Daemon) start() error {
 	d.keeper = watchdog.NewKeeper(dev, pol, d.clk, min(watchdog.DefaultInterval, d.cfg.WatchdogTimeout/4), d.log)
 	d.keeper.Start()
 
-	srv, err := Listen(ServerConfig{Path: SocketPath(d.cfg.RunDir), Mode: d.cfg.SocketMode,
+	srv, err := Listen(ServerConfig{Path: callback.SocketPath(d.cfg.RunDir), Mode: d.cfg.SocketMode,
 		UID: uint32(os.Getuid()), GID: d.gid, Logger: d.log})
 	if err != nil {
 		return err
 	}
 	d.srv = srv
-	srv.Handle(OpAddLockspace, Op{Handler: d.opAddLockspace, Mutating: true})
-	srv.Handle(OpRemLockspace, Op{Handler: d.opRemLockspace, Mutating: true})
-	srv.Handle(OpStatus, Op{Handler: d.opStatus})
-	srv.Handle(OpHostStatus, Op{Handler: d.opHostStatus})
-	srv.Handle(OpShutdown, Op{Handler: d.opShutdown, Mutating: true})
+	srv.Handle(callback.OpAddLockspace, Op{Handler: d.opAddLockspace, Mutating: true})
+	srv.Handle(callback.OpRemLockspace, Op{Handler: d.opRemLockspace, Mutating: true})
+	srv.Handle(callback.OpStatus, Op{Handler: d.opStatus})
+	srv.Handle(callback.OpHostStatus, Op{Handler: d.opHostStatus})
+	srv.Handle(callback.OpShutdown, Op{Handler: d.opShutdown, Mutating: true})
 	d.registerMessageOps(srv)
 	srv.Serve()
 	return nil
@@ -288,7 +289,7 @@ func (d *Daemon) cleanupStart() {
 // be called from an op handler; it returns once Run is about to return.
 func (d *Daemon) Shutdown(ctx context.Context, force bool) error {
 	err := d.stopLockspaces(ctx, force)
-	if errors.Is(err, ErrRefused) {
+	if errors.Is(err, callback.ErrRefused) {
 		return err
 	}
 	d.finish(nil)
@@ -307,7 +308,7 @@ func (d *Daemon) stopLockspaces(ctx context.Context, force bool) error {
 	if !force && len(names) > 0 {
 		d.mu.Unlock()
 		return fmt.Errorf("%w: lockspaces joined: %s; remove them with rem-lockspace or use shutdown --force",
-			ErrRefused, strings.Join(names, ", "))
+			callback.ErrRefused, strings.Join(names, ", "))
 	}
 	d.stopping = true
 	ms := make([]*member, 0, len(names))
@@ -371,7 +372,7 @@ func (d *Daemon) crash() {
 			ls.Close()
 		}
 	}
-	d.finish(fmt.Errorf("callback: simulated host reset: %w", watchdog.ErrFired))
+	d.finish(fmt.Errorf("daemon: simulated host reset: %w", watchdog.ErrFired))
 }
 
 // ioTimeoutOf validates a requested io_timeout.
@@ -380,29 +381,29 @@ func ioTimeoutOf(p *int) (time.Duration, error) {
 		return delta.DefaultIOTimeout, nil
 	}
 	if *p < 1 || *p > 255 {
-		return 0, fmt.Errorf("callback: io_timeout %d: must be 1..255 seconds", *p)
+		return 0, fmt.Errorf("daemon: io_timeout %d: must be 1..255 seconds", *p)
 	}
 	return time.Duration(*p) * time.Second, nil
 }
 
-func (d *Daemon) opAddLockspace(ctx context.Context, c *Conn, req *Request) *Response {
+func (d *Daemon) opAddLockspace(ctx context.Context, c *Conn, req *callback.Request) *callback.Response {
 	spec, err := delta.ParseSpec(req.Spec)
 	if err != nil {
-		return Fail(CodeInvalid, fmt.Errorf("callback: add_lockspace: %w", err))
+		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: add_lockspace: %w", err))
 	}
 	if spec.HostID < 1 || spec.HostID > leader.MaxHostID {
-		return Fail(CodeInvalid, fmt.Errorf("callback: add_lockspace %s: host_id %d out of range 1..%d", spec.Name, spec.HostID, leader.MaxHostID))
+		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: add_lockspace %s: host_id %d out of range 1..%d", spec.Name, spec.HostID, leader.MaxHostID))
 	}
 	iot, err := ioTimeoutOf(req.IOTimeout)
 	if err != nil {
-		return Fail(CodeInvalid, err)
+		return Fail(callback.CodeInvalid, err)
 	}
 	hostName := req.HostName
 	if hostName == "" {
 		hostName = d.cfg.HostName
 	}
 	if len(hostName) > leader.MaxHostName {
-		return Fail(CodeInvalid, fmt.Errorf("callback: add_lockspace %s: host name %q is %d bytes, at most %d",
+		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: add_lockspace %s: host name %q is %d bytes, at most %d",
 			spec.Name, hostName, len(hostName), leader.MaxHostName))
 	}
 	m, resp := d.startJoin(spec, iot, hostName, c.Peer())
@@ -412,48 +413,48 @@ func (d *Daemon) opAddLockspace(ctx context.Context, c *Conn, req *Request) *Res
 	select {
 	case <-m.joined:
 	case <-ctx.Done():
-		return Fail(CodeCancelled, fmt.Errorf("callback: add_lockspace %s: daemon stopping", spec.Name))
+		return Fail(callback.CodeCancelled, fmt.Errorf("daemon: add_lockspace %s: daemon stopping", spec.Name))
 	}
 	if err := m.joinErr; err != nil {
-		return Fail(joinCode(err), fmt.Errorf("callback: add_lockspace %s: %w", spec, err))
+		return Fail(joinCode(err), fmt.Errorf("daemon: add_lockspace %s: %w", spec, err))
 	}
 	d.mu.Lock()
 	st := d.lockspaceStatusLocked(m)
 	d.mu.Unlock()
-	return &Response{OK: true, Lockspace: &st}
+	return &callback.Response{OK: true, Lockspace: &st}
 }
 
 // joinCode classifies a join error.
 func joinCode(err error) string {
 	switch {
 	case errors.Is(err, delta.ErrHostIDBusy):
-		return CodeBusy
+		return callback.CodeBusy
 	case errors.Is(err, context.Canceled):
-		return CodeCancelled
+		return callback.CodeCancelled
 	case errors.Is(err, leader.ErrMagic), errors.Is(err, leader.ErrVersion), errors.Is(err, leader.ErrName),
 		errors.Is(err, leader.ErrChecksum), errors.Is(err, leader.ErrSectorSize), errors.Is(err, leader.ErrGeometry),
 		errors.Is(err, leader.ErrHostID), errors.Is(err, leader.ErrNameTooLong), errors.Is(err, delta.ErrMisaligned),
 		errors.Is(err, delta.ErrDeviceTooSmall), errors.Is(err, fs.ErrNotExist):
-		return CodeInvalid
+		return callback.CodeInvalid
 	}
-	return CodeIO
+	return callback.CodeIO
 }
 
 // startJoin registers a joining member and starts its join, or returns the
 // failure response.
-func (d *Daemon) startJoin(spec delta.Spec, iot time.Duration, hostName string, peer Peer) (*member, *Response) {
+func (d *Daemon) startJoin(spec delta.Spec, iot time.Duration, hostName string, peer Peer) (*member, *callback.Response) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.stopping {
-		return nil, Fail(CodeRefused, fmt.Errorf("callback: add_lockspace %s: daemon is shutting down", spec.Name))
+		return nil, Fail(callback.CodeRefused, fmt.Errorf("daemon: add_lockspace %s: daemon is shutting down", spec.Name))
 	}
 	if old := d.members[spec.Name]; old != nil {
-		return nil, Fail(CodeExists, fmt.Errorf("callback: add_lockspace %s: lockspace %s already %s as %s",
+		return nil, Fail(callback.CodeExists, fmt.Errorf("daemon: add_lockspace %s: lockspace %s already %s as %s",
 			spec, spec.Name, old.state, old.spec))
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	m := &member{spec: spec, hostName: hostName, io: iot, cancel: cancel, joined: make(chan struct{}),
-		state: StateJoining, since: d.clk.Now(), msg: d.newMessenger(spec.Name, iot)}
+		state: callback.StateJoining, since: d.clk.Now(), msg: d.newMessenger(spec.Name, iot)}
 	d.members[spec.Name] = m
 	d.log.Info("adding lockspace", "lockspace", spec.Name, "host_id", spec.HostID, "path", spec.Path,
 		"offset", spec.Offset, "io_timeout", iot, "host_name", hostName, "by", peer.String())
@@ -494,7 +495,7 @@ func (d *Daemon) join(ctx context.Context, m *member) {
 		delete(d.members, name)
 		m.joinErr = err
 	} else {
-		m.ls, m.dev, m.state, m.since = ls, dev, StateJoined, d.clk.Now()
+		m.ls, m.dev, m.state, m.since = ls, dev, callback.StateJoined, d.clk.Now()
 		m.msg.setLockspace(ls)
 	}
 	d.mu.Unlock()
@@ -518,8 +519,8 @@ func (d *Daemon) watch(m *member, ls *delta.Lockspace) {
 		return
 	}
 	d.mu.Lock()
-	if m.state == StateJoined {
-		m.state, m.err = StateFailed, err
+	if m.state == callback.StateJoined {
+		m.state, m.err = callback.StateFailed, err
 	}
 	d.mu.Unlock()
 	// Its messages can go nowhere now: end the sends and the listeners.
@@ -528,34 +529,34 @@ func (d *Daemon) watch(m *member, ls *delta.Lockspace) {
 		"lockspace", m.spec.Name, "host_id", m.spec.HostID, "err", err, "watchdog", d.wdev.String())
 }
 
-func (d *Daemon) opRemLockspace(ctx context.Context, c *Conn, req *Request) *Response {
+func (d *Daemon) opRemLockspace(ctx context.Context, c *Conn, req *callback.Request) *callback.Response {
 	name, hostID := req.Name, uint64(0)
 	if req.Spec != "" {
 		name = req.Spec
 		if strings.Contains(req.Spec, ":") {
 			spec, err := delta.ParseSpec(req.Spec)
 			if err != nil {
-				return Fail(CodeInvalid, fmt.Errorf("callback: rem_lockspace: %w", err))
+				return Fail(callback.CodeInvalid, fmt.Errorf("daemon: rem_lockspace: %w", err))
 			}
 			name, hostID = spec.Name, spec.HostID
 		}
 	}
 	if name == "" {
-		return Fail(CodeInvalid, errors.New("callback: rem_lockspace: no lockspace named"))
+		return Fail(callback.CodeInvalid, errors.New("daemon: rem_lockspace: no lockspace named"))
 	}
 	d.mu.Lock()
 	m := d.members[name]
 	switch {
 	case m == nil:
 		d.mu.Unlock()
-		return Fail(CodeNotJoined, fmt.Errorf("callback: rem_lockspace: lockspace %s is not joined", name))
+		return Fail(callback.CodeNotJoined, fmt.Errorf("daemon: rem_lockspace: lockspace %s is not joined", name))
 	case hostID != 0 && hostID != m.spec.HostID:
 		d.mu.Unlock()
-		return Fail(CodeInvalid, fmt.Errorf("callback: rem_lockspace: lockspace %s is joined with host_id %d, not %d",
+		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: rem_lockspace: lockspace %s is joined with host_id %d, not %d",
 			name, m.spec.HostID, hostID))
-	case m.state == StateRemoving:
+	case m.state == callback.StateRemoving:
 		d.mu.Unlock()
-		return Fail(CodeRefused, fmt.Errorf("callback: rem_lockspace: lockspace %s is already being removed", name))
+		return Fail(callback.CodeRefused, fmt.Errorf("daemon: rem_lockspace: lockspace %s is already being removed", name))
 	}
 	d.mu.Unlock()
 	d.log.Info("removing lockspace", "lockspace", name, "host_id", m.spec.HostID, "by", c.Peer().String())
@@ -563,7 +564,7 @@ func (d *Daemon) opRemLockspace(ctx context.Context, c *Conn, req *Request) *Res
 	if err != nil {
 		return Fail("", err)
 	}
-	return &Response{OK: true, Warning: warn}
+	return &callback.Response{OK: true, Warning: warn}
 }
 
 // remove ends member m: cancels its join, or releases its lease, and
@@ -574,9 +575,9 @@ func (d *Daemon) remove(ctx context.Context, m *member) (warning string, err err
 	name := m.spec.Name
 	d.mu.Lock()
 	prev := m.state
-	m.state = StateRemoving
+	m.state = callback.StateRemoving
 	d.mu.Unlock()
-	if prev == StateJoining {
+	if prev == callback.StateJoining {
 		m.cancel()
 		<-m.joined
 	}
@@ -611,7 +612,7 @@ func (d *Daemon) remove(ctx context.Context, m *member) (warning string, err err
 	if err := ls.Release(ctx); err != nil {
 		forget()
 		d.log.Error("release failed; the lease expires and the watchdog expiry is kept", "lockspace", name, "err", err)
-		return "", fmt.Errorf("%w: rem_lockspace %s: %v; lockspace removed, its lease left to expire and its watchdog expiry kept", ErrIO, name, err)
+		return "", fmt.Errorf("%w: rem_lockspace %s: %v; lockspace removed, its lease left to expire and its watchdog expiry kept", callback.ErrIO, name, err)
 	}
 	d.keeper.Remove(name)
 	forget()
@@ -619,13 +620,13 @@ func (d *Daemon) remove(ctx context.Context, m *member) (warning string, err err
 	return "", nil
 }
 
-func (d *Daemon) opStatus(ctx context.Context, c *Conn, req *Request) *Response {
+func (d *Daemon) opStatus(ctx context.Context, c *Conn, req *callback.Request) *callback.Response {
 	dec := d.keeper.Status()
-	st := &DaemonStatus{
+	st := &callback.DaemonStatus{
 		PID: os.Getpid(), Version: d.cfg.Version, RunDir: d.cfg.RunDir, HostName: d.cfg.HostName,
-		Watchdog: WatchdogStatus{Device: d.wdev.String(), TimeoutSec: d.wdev.Timeout().Seconds(),
+		Watchdog: callback.WatchdogStatus{Device: d.wdev.String(), TimeoutSec: d.wdev.Timeout().Seconds(),
 			Feeding: dec.Feed, Reset: dec.Reset, Decision: dec.String()},
-		Lockspaces: []LockspaceStatus{},
+		Lockspaces: []callback.LockspaceStatus{},
 	}
 	d.mu.Lock()
 	for _, m := range d.members {
@@ -633,12 +634,12 @@ func (d *Daemon) opStatus(ctx context.Context, c *Conn, req *Request) *Response 
 	}
 	d.mu.Unlock()
 	sort.Slice(st.Lockspaces, func(i, j int) bool { return st.Lockspaces[i].Name < st.Lockspaces[j].Name })
-	return &Response{OK: true, Status: st}
+	return &callback.Response{OK: true, Status: st}
 }
 
 // lockspaceStatusLocked describes m. Callers hold d.mu.
-func (d *Daemon) lockspaceStatusLocked(m *member) LockspaceStatus {
-	s := LockspaceStatus{
+func (d *Daemon) lockspaceStatusLocked(m *member) callback.LockspaceStatus {
+	s := callback.LockspaceStatus{
 		Name: m.spec.Name, HostID: m.spec.HostID, HostName: m.hostName, Path: m.spec.Path, Offset: m.spec.Offset,
 		State: m.state, IOTimeout: int(m.io / time.Second), Since: m.since,
 	}
@@ -663,7 +664,7 @@ func (d *Daemon) lockspaceStatusLocked(m *member) LockspaceStatus {
 	return s
 }
 
-func (d *Daemon) opHostStatus(ctx context.Context, c *Conn, req *Request) *Response {
+func (d *Daemon) opHostStatus(ctx context.Context, c *Conn, req *callback.Request) *callback.Response {
 	name := req.Name
 	if name == "" && req.Spec != "" {
 		name, _, _ = strings.Cut(req.Spec, ":")
@@ -676,15 +677,15 @@ func (d *Daemon) opHostStatus(ctx context.Context, c *Conn, req *Request) *Respo
 	}
 	d.mu.Unlock()
 	if m == nil {
-		return Fail(CodeNotJoined, fmt.Errorf("callback: host_status: lockspace %q is not joined", name))
+		return Fail(callback.CodeNotJoined, fmt.Errorf("daemon: host_status: lockspace %q is not joined", name))
 	}
 	if ls == nil {
-		return Fail(CodeNotJoined, fmt.Errorf("callback: host_status: lockspace %s is still joining", name))
+		return Fail(callback.CodeNotJoined, fmt.Errorf("daemon: host_status: lockspace %s is still joining", name))
 	}
 	now := d.clk.Now()
-	hosts := []HostStatus{}
+	hosts := []callback.HostStatus{}
 	for _, h := range ls.Hosts() {
-		hs := HostStatus{
+		hs := callback.HostStatus{
 			HostID: h.HostID, OwnerID: h.OwnerID, Generation: h.Generation, Timestamp: h.Timestamp,
 			State: h.State.String(), HostName: h.Name, IOTimeout: int(h.IOTimeout),
 			Self: h.HostID == ls.HostID(), LastChange: h.LastLive, DeadAt: h.DeadAt, BadExt: h.BadExt,
@@ -707,21 +708,21 @@ func (d *Daemon) opHostStatus(ctx context.Context, c *Conn, req *Request) *Respo
 		}
 		hosts = append(hosts, hs)
 	}
-	return &Response{OK: true, Hosts: hosts}
+	return &callback.Response{OK: true, Hosts: hosts}
 }
 
-func (d *Daemon) opShutdown(ctx context.Context, c *Conn, req *Request) *Response {
+func (d *Daemon) opShutdown(ctx context.Context, c *Conn, req *callback.Request) *callback.Response {
 	d.log.Info("shutdown requested", "force", req.Force, "by", c.Peer().String())
 	err := d.stopLockspaces(ctx, req.Force)
-	if errors.Is(err, ErrRefused) {
+	if errors.Is(err, callback.ErrRefused) {
 		d.log.Info("shutdown refused", "err", err)
-		return Fail(CodeRefused, err)
+		return Fail(callback.CodeRefused, err)
 	}
 	if err != nil {
 		d.log.Error("shutdown: some lockspaces were not released cleanly", "err", err)
 	}
 	c.AfterReply(func() { go d.finish(nil) })
-	resp := &Response{OK: true, PID: os.Getpid()}
+	resp := &callback.Response{OK: true, PID: os.Getpid()}
 	if err != nil {
 		resp.Warning = err.Error()
 	}

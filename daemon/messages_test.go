@@ -1,4 +1,4 @@
-package callback_test
+package daemon_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/daemon"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/leader"
 )
@@ -28,8 +29,8 @@ func newMsgPair(t *testing.T) *msgPair {
 	mem := ds.lockspace(t, "img", "LS")
 	p := &msgPair{rx: delta.NewFaultDevice(mem)}
 	ds.add("img-b", p.rx)
-	p.a = startDaemon(t, ds, func(c *callback.Config) { c.HostName = "host-a" })
-	p.b = startDaemon(t, ds, func(c *callback.Config) { c.HostName = "host-b" })
+	p.a = startDaemon(t, ds, func(c *daemon.Config) { c.HostName = "host-a" })
+	p.b = startDaemon(t, ds, func(c *daemon.Config) { c.HostName = "host-b" })
 	p.ca, p.cb = p.a.dial(t), p.b.dial(t)
 	ctx := ctxT(t, time.Minute)
 	errc := make(chan error, 1)

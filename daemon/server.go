@@ -1,4 +1,4 @@
-package callback
+package daemon
 
 import (
 	"bufio"
@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sanlock-msg/sanlock-msg/callback"
 )
 
 // writeTimeout bounds each response write, so a client that stops reading
@@ -63,7 +65,7 @@ func (p Peer) InGroup(gid uint32) bool {
 // the connection's goroutine; other connections are served meanwhile. ctx
 // ends when the server shuts down. A handler that returns nil writes no
 // response (use it after Hijack).
-type Handler func(ctx context.Context, c *Conn, req *Request) *Response
+type Handler func(ctx context.Context, c *Conn, req *callback.Request) *callback.Response
 
 // Op is a registered op.
 type Op struct {
@@ -122,16 +124,16 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Path, Net: "unix"})
 	if err != nil {
-		return nil, fmt.Errorf("callback: listen on %s: %w", cfg.Path, err)
+		return nil, fmt.Errorf("daemon: listen on %s: %w", cfg.Path, err)
 	}
 	ln.SetUnlinkOnClose(true)
 	if err := os.Chown(cfg.Path, -1, int(cfg.GID)); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("callback: chown %s to group %d: %w", cfg.Path, cfg.GID, err)
+		return nil, fmt.Errorf("daemon: chown %s to group %d: %w", cfg.Path, cfg.GID, err)
 	}
 	if err := os.Chmod(cfg.Path, cfg.Mode); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("callback: chmod %s: %w", cfg.Path, err)
+		return nil, fmt.Errorf("daemon: chmod %s: %w", cfg.Path, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, ln: ln, log: cfg.Logger, ops: make(map[string]Op),
@@ -145,18 +147,18 @@ func removeStale(path string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("callback: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
 	if st.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("callback: %s exists and is not a socket; remove it by hand", path)
+		return fmt.Errorf("daemon: %s exists and is not a socket; remove it by hand", path)
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("callback: a daemon already answers on %s", path)
+		return fmt.Errorf("daemon: a daemon already answers on %s", path)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("callback: remove stale socket: %w", err)
+		return fmt.Errorf("daemon: remove stale socket: %w", err)
 	}
 	return nil
 }
@@ -250,17 +252,17 @@ func (s *Server) newConn(nc *net.UnixConn) (*Conn, error) {
 func peerOf(nc *net.UnixConn) (Peer, error) {
 	rc, err := nc.SyscallConn()
 	if err != nil {
-		return Peer{}, fmt.Errorf("callback: peer credentials: %w", err)
+		return Peer{}, fmt.Errorf("daemon: peer credentials: %w", err)
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := rc.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return Peer{}, fmt.Errorf("callback: peer credentials: %w", err)
+		return Peer{}, fmt.Errorf("daemon: peer credentials: %w", err)
 	}
 	if cerr != nil {
-		return Peer{}, fmt.Errorf("callback: SO_PEERCRED: %w", cerr)
+		return Peer{}, fmt.Errorf("daemon: SO_PEERCRED: %w", cerr)
 	}
 	p := Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}
 	p.Groups = procGroups(fmt.Sprintf("/proc/%d/status", cred.Pid))
@@ -302,7 +304,7 @@ func permitted(p Peer, uid, gid uint32) error {
 		return nil
 	}
 	return fmt.Errorf("%w (EACCES): uid %d is not root, not the daemon's uid %d, and not in group %d",
-		ErrPermission, p.UID, uid, gid)
+		callback.ErrPermission, p.UID, uid, gid)
 }
 
 // Hijack hands the connection to the handler, for ops that turn it into a
@@ -324,7 +326,7 @@ func (c *Conn) AfterReply(f func()) { c.after = append(c.after, f) }
 func (c *Conn) WriteJSON(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("callback: encode: %w", err)
+		return fmt.Errorf("daemon: encode: %w", err)
 	}
 	b = append(b, '\n')
 	c.wmu.Lock()
@@ -335,7 +337,7 @@ func (c *Conn) WriteJSON(v any) error {
 }
 
 // errLineTooLong means a request exceeded MaxLine.
-var errLineTooLong = fmt.Errorf("request longer than %d bytes", MaxLine)
+var errLineTooLong = fmt.Errorf("request longer than %d bytes", callback.MaxLine)
 
 // readLine reads one newline-terminated line of at most max bytes.
 func readLine(r *bufio.Reader, max int) ([]byte, error) {
@@ -371,23 +373,23 @@ func (s *Server) serveConn(c *Conn) {
 		s.mu.Unlock()
 	}()
 	for {
-		line, err := readLine(c.r, MaxLine)
+		line, err := readLine(c.r, callback.MaxLine)
 		if err != nil {
 			if err != io.EOF && !s.shutdown.Load() {
 				c.log.Warn("closing connection: bad request", "err", err)
-				c.WriteJSON(Fail(CodeInvalid, fmt.Errorf("callback: %v; closing the connection", err)))
+				c.WriteJSON(Fail(callback.CodeInvalid, fmt.Errorf("daemon: %v; closing the connection", err)))
 			}
 			return
 		}
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var req Request
+		var req callback.Request
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
 			c.log.Warn("closing connection: malformed request", "err", err)
-			c.WriteJSON(Fail(CodeInvalid, fmt.Errorf("callback: malformed request: %v; closing the connection", err)))
+			c.WriteJSON(Fail(callback.CodeInvalid, fmt.Errorf("daemon: malformed request: %v; closing the connection", err)))
 			return
 		}
 		resp := s.dispatch(c, &req)
@@ -408,23 +410,23 @@ func (s *Server) serveConn(c *Conn) {
 	}
 }
 
-func (s *Server) dispatch(c *Conn, req *Request) *Response {
-	if req.V != 0 && req.V != ProtocolVersion {
-		return Fail(CodeInvalid, fmt.Errorf("callback: protocol version %d not supported (want %d)", req.V, ProtocolVersion))
+func (s *Server) dispatch(c *Conn, req *callback.Request) *callback.Response {
+	if req.V != 0 && req.V != callback.ProtocolVersion {
+		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: protocol version %d not supported (want %d)", req.V, callback.ProtocolVersion))
 	}
 	op, ok := s.ops[req.Op]
 	if !ok {
-		return Fail(CodeInvalid, fmt.Errorf("callback: unknown op %q", req.Op))
+		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: unknown op %q", req.Op))
 	}
 	if op.Mutating {
 		if err := c.Permitted(); err != nil {
 			c.log.Warn("permission denied", "op", req.Op)
-			return Fail(CodePermission, fmt.Errorf("%w (op %s)", err, req.Op))
+			return Fail(callback.CodePermission, fmt.Errorf("%w (op %s)", err, req.Op))
 		}
 	}
 	resp := op.Handler(s.ctx, c, req)
 	if resp != nil {
-		resp.V = ProtocolVersion
+		resp.V = callback.ProtocolVersion
 	}
 	return resp
 }

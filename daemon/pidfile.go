@@ -1,4 +1,4 @@
-package callback
+package daemon
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ import (
 func lockPIDFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("callback: pid file: %w", err)
+		return nil, fmt.Errorf("daemon: pid file: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		b, _ := os.ReadFile(path)
@@ -28,17 +28,17 @@ func lockPIDFile(path string) (*os.File, error) {
 			if pid == "" {
 				pid = "unknown"
 			}
-			return nil, fmt.Errorf("callback: another daemon (pid %s) holds %s; use another --run-dir", pid, path)
+			return nil, fmt.Errorf("daemon: another daemon (pid %s) holds %s; use another --run-dir", pid, path)
 		}
-		return nil, fmt.Errorf("callback: lock pid file %s: %w", path, err)
+		return nil, fmt.Errorf("daemon: lock pid file %s: %w", path, err)
 	}
 	if err := f.Truncate(0); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("callback: pid file: %w", err)
+		return nil, fmt.Errorf("daemon: pid file: %w", err)
 	}
 	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("callback: pid file: %w", err)
+		return nil, fmt.Errorf("daemon: pid file: %w", err)
 	}
 	return f, nil
 }
