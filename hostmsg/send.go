@@ -1,0 +1,319 @@
+package hostmsg
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sanlock-msg/sanlock-msg/leader"
+)
+
+// Send queues a message and returns its seq. The message goes to disk at
+// the next write once every earlier message has finished; its Result comes
+// out of Ready.
+func (m *Machine) Send(now time.Time, msg Message) (uint64, error) {
+	if m.reset != nil {
+		return 0, ErrResetting
+	}
+	if msg.Code == 0 {
+		return 0, ErrNoCode
+	}
+	targets := slices.Clone(msg.Targets)
+	slices.Sort(targets)
+	targets = slices.Compact(targets)
+	if len(targets) == 0 {
+		return 0, ErrNoTarget
+	}
+	if msg.TargetGeneration != 0 && len(targets) > 1 {
+		return 0, ErrMultiTargetGen
+	}
+	o := &outMsg{Message: msg, queuedAt: now, unackable: msg.Code&leader.EventSeqData != 0}
+	for _, id := range targets {
+		if id == m.cfg.HostID {
+			return 0, fmt.Errorf("%w (host %d)", ErrSelf, id)
+		}
+		if id < 1 || id > uint64(m.cfg.MaxHosts) {
+			return 0, fmt.Errorf("%w: %d, valid 1..%d", ErrTargetRange, id, m.cfg.MaxHosts)
+		}
+		p := m.peers[id]
+		if p == nil || (p.state != PeerLive && p.state != PeerUnknown) {
+			state := "never seen"
+			if p != nil {
+				state = stateName(p.state)
+			}
+			return 0, fmt.Errorf("%w: host %d is %s", ErrTargetNotLive, id, state)
+		}
+		if o.CurrentGeneration && o.TargetGeneration == 0 && len(targets) == 1 {
+			o.TargetGeneration = p.gen
+		}
+		if o.TargetGeneration != 0 && p.gen != o.TargetGeneration {
+			return 0, fmt.Errorf("%w: host %d is at generation %d, not %d", ErrGeneration, id, p.gen, o.TargetGeneration)
+		}
+		o.targets = append(o.targets, &target{id: id, gen: p.gen})
+	}
+	seq := msg.Seq
+	switch {
+	case seq == 0:
+		seq = m.lastSeq + 1
+	case seq <= m.lastSeq:
+		return 0, fmt.Errorf("%w: %d <= %d", ErrSeq, seq, m.lastSeq)
+	}
+	if seq > leader.MaxSeq {
+		return 0, fmt.Errorf("%w: %d exceeds 48 bits", ErrSeq, seq)
+	}
+	if len(m.outbox) >= m.cfg.MaxOutbox {
+		return 0, fmt.Errorf("%w: %d sends queued", ErrOutboxFull, len(m.outbox))
+	}
+	timeout := msg.Timeout
+	if timeout <= 0 {
+		timeout = m.cfg.SendTimeout
+	}
+	m.lastSeq = seq
+	o.seq, o.data, o.deadline = seq, msg.Data, now.Add(timeout)
+	if !msg.HasData {
+		o.data = seq
+	}
+	m.outbox = append(m.outbox, o)
+	m.lastActive = now
+	m.promote(now)
+	return seq, nil
+}
+
+// promote puts the next message in our sector if it is free: the parked
+// or queued message with the lowest seq that is not waiting only for hosts
+// that stopped renewing, and that shares no waiting target with an
+// earlier message (so each receiver still gets its messages in seq order).
+func (m *Machine) promote(now time.Time) {
+	if m.cur != nil {
+		return
+	}
+	cands := make([]*outMsg, 0, len(m.parked)+len(m.outbox))
+	cands = append(cands, m.parked...)
+	cands = append(cands, m.outbox...)
+	slices.SortFunc(cands, func(a, b *outMsg) int { return cmpSeq(a.seq, b.seq) })
+	blocked := map[uint64]bool{}
+	for _, o := range cands {
+		free := true
+		for _, t := range o.targets {
+			if !t.done && blocked[t.id] {
+				free = false
+			}
+		}
+		if free && !m.stalled(now, o) {
+			m.cur = o
+			m.parked = slices.DeleteFunc(m.parked, func(x *outMsg) bool { return x == o })
+			m.outbox = slices.DeleteFunc(m.outbox, func(x *outMsg) bool { return x == o })
+			m.changed()
+			return
+		}
+		for _, t := range o.targets {
+			if !t.done {
+				blocked[t.id] = true
+			}
+		}
+	}
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// stalled reports whether every target o still waits for has stopped
+// renewing: no timestamp change for two of its renewal intervals. It is a
+// scheduling hint only; liveness decisions use the driver's host states.
+func (m *Machine) stalled(now time.Time, o *outMsg) bool {
+	waiting := false
+	for _, t := range o.targets {
+		if t.done {
+			continue
+		}
+		waiting = true
+		p := m.peers[t.id]
+		if p == nil {
+			return false
+		}
+		io := time.Duration(max(p.io, 1)) * time.Second
+		if now.Sub(p.changed) <= 2*(2*io+500*time.Millisecond) {
+			return false
+		}
+	}
+	return waiting
+}
+
+func (m *Machine) cancel(now time.Time, o *outMsg) {
+	for _, t := range o.targets {
+		if !t.done {
+			m.finishTarget(now, t, OutcomeCancelled, 0)
+		}
+	}
+	m.finish(now, o)
+}
+
+// Stop cancels every send (the lockspace is being left) and returns their
+// results.
+func (m *Machine) Stop(now time.Time) []Result {
+	if m.cur != nil && !m.cur.reply {
+		m.cancel(now, m.cur)
+	}
+	m.cur = nil
+	for _, o := range append(m.outbox, m.parked...) {
+		m.cancel(now, o)
+	}
+	m.outbox, m.parked = nil, nil
+	return m.Ready().Results
+}
+
+// progress advances our messages with what the last read showed, applies
+// timeouts, parks a message whose targets all stopped renewing, and moves
+// on to the next message.
+func (m *Machine) progress(now time.Time) {
+	// Queued and parked sends can end without being on disk.
+	m.outbox = m.expire(now, m.outbox, false)
+	m.parked = m.expire(now, m.parked, true)
+	o := m.cur
+	if o != nil {
+		left := 0
+		for _, t := range o.targets {
+			if t.done {
+				continue
+			}
+			m.advanceTarget(now, o, t)
+			if !t.done && !now.Before(o.deadline) {
+				m.finishTarget(now, t, OutcomeTimeout, 0)
+			}
+			if !t.done {
+				left++
+			}
+		}
+		switch {
+		case left == 0 && o.reply:
+			// The reply stays on disk until the reset: requesters that
+			// poll late still find it.
+		case left == 0:
+			m.finish(now, o)
+			m.cur = nil
+			m.changed() // clear the message from our sector
+		case !o.reply && len(m.outbox) > 0 && m.stalled(now, o):
+			o.sentAt = time.Time{}
+			m.parked = append(m.parked, o)
+			m.cur = nil
+			m.changed()
+		}
+	}
+	m.promote(now)
+}
+
+// expire ends the messages in list that are not on disk but whose targets
+// died or left, or whose deadline passed, and returns the others.
+func (m *Machine) expire(now time.Time, list []*outMsg, checkTargets bool) []*outMsg {
+	kept := list[:0]
+	for _, o := range list {
+		left := 0
+		for _, t := range o.targets {
+			if t.done {
+				continue
+			}
+			if checkTargets {
+				if p := m.peers[t.id]; p != nil && (p.state == PeerDead || p.state == PeerFree) {
+					out := OutcomeDead
+					if p.state == PeerFree {
+						out = OutcomeLeft
+					}
+					m.finishTarget(now, t, out, 0)
+					continue
+				}
+			}
+			if !now.Before(o.deadline) {
+				m.finishTarget(now, t, OutcomeTimeout, 0)
+				continue
+			}
+			left++
+		}
+		if left == 0 {
+			m.finish(now, o)
+			continue
+		}
+		kept = append(kept, o)
+	}
+	return kept
+}
+
+// advanceTarget checks one target of our current message.
+func (m *Machine) advanceTarget(now time.Time, o *outMsg, t *target) {
+	p := m.peers[t.id]
+	if p == nil {
+		return
+	}
+	switch p.state {
+	case PeerDead:
+		m.finishTarget(now, t, OutcomeDead, 0)
+		return
+	case PeerFree:
+		m.finishTarget(now, t, OutcomeLeft, 0)
+		return
+	}
+	if p.gen != t.gen {
+		if o.TargetGeneration != 0 {
+			m.finishTarget(now, t, OutcomeRestarted, 0)
+			return
+		}
+		// Any incarnation will do: wait for the new one.
+		t.gen, t.renewals, t.lastTS = p.gen, 0, p.ts
+	}
+	if o.sentAt.IsZero() {
+		return
+	}
+	if p.ext && !o.unackable {
+		if p.hasAck && p.ackSeq >= o.seq {
+			st := p.ackStatus
+			if p.ackSeq > o.seq {
+				st = leader.StatusDelivered
+			}
+			m.finishTarget(now, t, OutcomeAcked, st)
+		}
+		return
+	}
+	// Plain sanlock target, or a message that is not acked: done once the
+	// target renewed twice after the message reached the disk (its second
+	// renewal's read surely came after our write).
+	if p.ts != t.lastTS {
+		t.renewals++
+		t.lastTS = p.ts
+	}
+	if t.renewals >= 2 {
+		m.finishTarget(now, t, OutcomeUnacked, 0)
+	}
+}
+
+func (m *Machine) finishTarget(now time.Time, t *target, out Outcome, st leader.AckStatus) {
+	t.done = true
+	t.res = TargetResult{HostID: t.id, Generation: t.gen, Outcome: out, Status: st, At: now}
+	if p := m.peers[t.id]; p != nil && out != OutcomeRestarted {
+		t.res.Generation = p.gen
+	}
+	m.changed() // the target's bit goes away
+}
+
+// finish reports a send whose targets are all done.
+func (m *Machine) finish(now time.Time, o *outMsg) {
+	if o.reply {
+		return
+	}
+	r := Result{Seq: o.seq, Code: o.Code, Data: o.data, QueuedAt: o.queuedAt, SentAt: o.firstSent, DoneAt: now}
+	for _, t := range o.targets {
+		r.Targets = append(r.Targets, t.res)
+	}
+	m.stats.Sent++
+	if r.Err() == nil {
+		m.stats.SendOK++
+	} else {
+		m.stats.SendFailed++
+	}
+	m.ready.Results = append(m.ready.Results, r)
+}
