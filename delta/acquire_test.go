@@ -204,7 +204,7 @@ func editSectorSize(dev *MemDevice, ss int, id uint64, f func(s *leader.Sector) 
 	off := int64(id-1) * int64(ss)
 	s, _ := leader.DecodeSector(dev.Bytes(off, ss))
 	if f(&s) {
-		s.Record.Seal()
+		s.Seal()
 	}
 	buf := make([]byte, ss)
 	if err := s.Encode(buf); err != nil {

@@ -302,7 +302,7 @@ func sleepUntil(ctx context.Context, clk clock.Clock, t time.Time) error {
 // and when the acquire write started (the lease's first renewal).
 func (ls *Lockspace) acquire(ctx context.Context) (leader.Record, time.Time, error) {
 	a := &Acquirer{Name: ls.cfg.Name, HostID: ls.cfg.HostID, HostName: ls.cfg.HostName, Timeouts: ls.t,
-		Timestamp: ls.timestamp, Ext: &leader.Extension{Version: leader.ExtVersion}}
+		Timestamp: ls.timestamp, Ext: ls.emptyExt()}
 	off := ls.area.HostOffset(ls.cfg.HostID)
 	ss := ls.area.Geo.SectorSize
 	var writeStart time.Time
@@ -400,8 +400,10 @@ func (ls *Lockspace) Release(ctx context.Context) error {
 			ls.cfg.Name, ls.cfg.HostID, n)
 	}
 	rec.Timestamp = 0
-	rec.Seal()
-	s := leader.Sector{Record: rec}
+	// The extension stays (without a message): the sector is still ours,
+	// and a later join of this host reads its ack table.
+	s := leader.Sector{Record: rec, Ext: ls.emptyExt()}
+	s.Seal()
 	buf := make([]byte, ls.area.Geo.SectorSize)
 	if err := s.Encode(buf); err != nil {
 		return err
@@ -640,7 +642,7 @@ func (ls *Lockspace) iterate(ctx context.Context, now time.Time, renew, full boo
 		ls.msgr.Observe(readDone, v)
 		p, urgent = ls.msgr.Payload(readDone)
 	} else {
-		p.Ext = &leader.Extension{Version: leader.ExtVersion}
+		p.Ext = ls.emptyExt()
 	}
 	if !renew && !urgent {
 		return true, nil
@@ -658,8 +660,12 @@ func (ls *Lockspace) iterate(ctx context.Context, now time.Time, renew, full boo
 	rec.Timestamp = max(ls.timestamp(now), last0.Timestamp+1, own.Timestamp+1)
 	rec.IOTimeout = uint16(ls.t.IO/time.Second) & 0xFF
 	rec.WriteID, rec.WriteGeneration, rec.WriteTimestamp = p.WriteID, p.WriteGeneration, p.WriteTimestamp
-	rec.Seal()
+	if p.Ext != nil {
+		p.Ext.Watchdog = ls.watchdogSeconds()
+	}
 	s := leader.Sector{Record: rec, Bitmap: p.Bitmap, Ext: p.Ext}
+	s.Seal()
+	rec = s.Record
 	sec := make([]byte, ls.area.Geo.SectorSize)
 	if err := s.Encode(sec); err != nil {
 		return false, fmt.Errorf("delta: encode our sector: %w", err)
@@ -683,6 +689,17 @@ func (ls *Lockspace) iterate(ctx context.Context, now time.Time, renew, full boo
 		return false, fmt.Errorf("delta: write our sector: %w", werr)
 	}
 	return true, nil
+}
+
+// watchdogSeconds is W as our extension carries it: peers use it for our
+// host_dead.
+func (ls *Lockspace) watchdogSeconds() uint16 {
+	return uint16(min(ls.t.Watchdog/time.Second, 0xffff))
+}
+
+// emptyExt is our extension without a message or acks.
+func (ls *Lockspace) emptyExt() *leader.Extension {
+	return &leader.Extension{Version: leader.ExtVersion, Watchdog: ls.watchdogSeconds()}
 }
 
 // checkOwn applies sanlock's renewal checks to our sector as just read.

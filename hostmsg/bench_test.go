@@ -22,8 +22,9 @@ func benchSector(id, gen, ts uint64, p hostmsg.Payload) leader.Sector {
 	copy(r.SpaceName[:], "BENCH")
 	copy(r.ResourceName[:], fmt.Sprintf("host%d", id))
 	r.WriteID, r.WriteGeneration, r.WriteTimestamp = p.WriteID, p.WriteGeneration, p.WriteTimestamp
-	r.Seal()
-	return leader.Sector{Record: r, Bitmap: p.Bitmap, Ext: p.Ext}
+	s := leader.Sector{Record: r, Bitmap: p.Bitmap, Ext: p.Ext}
+	s.Seal()
+	return s
 }
 
 func benchMachine(b *testing.B, id uint64) *hostmsg.Machine {

@@ -127,8 +127,8 @@ func (s *sim) write(h *simHost, p Payload, reliable bool) error {
 	h.ts++
 	r.Timestamp = h.ts
 	r.WriteID, r.WriteGeneration, r.WriteTimestamp = p.WriteID, p.WriteGeneration, p.WriteTimestamp
-	r.Seal()
 	sec := leader.Sector{Record: r, Bitmap: p.Bitmap, Ext: p.Ext}
+	sec.Seal()
 	buf := make([]byte, s.ss)
 	if err := sec.Encode(buf); err != nil {
 		panic(err)

@@ -32,6 +32,15 @@ var (
 	// ErrExtVersion means the extension has a format version this build
 	// does not understand.
 	ErrExtVersion = errors.New("leader: unsupported extension version")
+	// ErrUnmarked means a sector with an extension was to be encoded
+	// without the sanlock-msg marker in its record (Sector.Seal sets it).
+	ErrUnmarked = errors.New("leader: extension without the sanlock-msg marker; call Sector.Seal")
+	// ErrDoorbell means a doorbell sector is torn, corrupt or of an unknown
+	// version: it is ignored (counted), never acted on.
+	ErrDoorbell = errors.New("leader: bad doorbell")
+	// ErrNotDoorbell means a spare sector does not start with four zero
+	// bytes: it is not ours to write (a sanlock record, or foreign data).
+	ErrNotDoorbell = errors.New("leader: not a doorbell")
 	// ErrExtRange means an extension field holds a value outside its range.
 	ErrExtRange = errors.New("leader: extension value out of range")
 )

@@ -6,23 +6,36 @@ import (
 	"hash/crc32"
 )
 
-// The sanlock-msg extension lives in bytes sanlock never reads and zeroes on
-// every write of its own (sanlock-format.md §2): 200..255 of every sector and,
-// on 4096-byte sectors, 512..4095. Layout (little-endian):
+// The sanlock-msg part of a host sector (format version 2; docs/format.md).
 //
-//	200..202  magic "smg"
-//	203       format version (ExtVersion)
+// A sector written by sanlock-msg says so in the leader record's unused1
+// field (bytes 160..167), which sanlock's checksum covers but no sanlock
+// code reads: the marker (marker.go). Only a marked sector has an
+// extension; a marked sector whose extension is missing or fails its
+// checks is a damaged sector of ours, never a plain sanlock host, so its
+// event fields are never delivered as a sanlock event.
+//
+// The extension lives in bytes sanlock never reads and zeroes on every
+// write of its own (sanlock-format.md §2): 200..255 of every sector and, on
+// 4096-byte sectors, 512..4095. Layout (little-endian):
+//
+//	200       format version (ExtVersion)
+//	201       flags (ExtFlag*)
+//	202..203  W: the owner's watchdog fire timeout in seconds (0 = not
+//	          said); peers use it for the owner's host_dead
 //	204..207  CRC-32C (standard Castagnoli) of the whole sector except
 //	          these four bytes and sanlock's checksum (168..171): it covers
-//	          the leader record, the event fields 176..199, the bitmap and
-//	          the extension, so a torn or partly stale sector is never acted
-//	          on. (Leaving sanlock's checksum out matters: a CRC register
-//	          fed its own value becomes a constant, so covering a valid
-//	          sanlock checksum would make bytes 0..167 drop out of ours.)
+//	          the leader record (marker included), the event fields
+//	          176..199, the bitmap and the extension, so a torn or partly
+//	          stale sector is never acted on. (Leaving sanlock's checksum out
+//	          matters: a CRC register fed its own value becomes a constant,
+//	          so covering a valid sanlock checksum would make bytes 0..167
+//	          drop out of ours.)
 //	208..213  seq of the message in the event fields and bitmap (48 bits;
 //	          0 = no message)
-//	214       flags (ExtFlag*)
-//	215       reserved, 0
+//	214..215  origin: low 16 bits of the generation the message was first
+//	          sent under (a restarted sender resends its durable outbox
+//	          under the original identity, so receivers recognise it)
 //	216..255  ack entries 0..3
 //	512..4091 ack entries 4..361 (4096-byte sectors only)
 //
@@ -31,22 +44,28 @@ import (
 //	0..1  bits 0..10: source host id (0 = empty slot, and the end of the
 //	      table: entries fill slots from 0 without holes); bits 11..15:
 //	      status
-//	2..3  low 16 bits of the source's generation
-//	4..9  seq (48 bits): the last seq of that source incarnation processed
+//	2..3  origin: low 16 bits of the generation the acked messages were
+//	      first sent under
+//	4..9  seq (48 bits): the last seq of that source and origin processed
 //
-// Carrying the source generation in every entry means an ack can never be
-// mistaken for one addressed to an earlier incarnation of the same sender
-// (generations differ by one per acquire, so 16 bits tell neighbours apart).
+// Carrying the origin generation in every entry means an ack can never be
+// mistaken for one addressed to another incarnation's messages
+// (generations differ by one per acquire, so 16 bits tell neighbours
+// apart).
 const (
 	OffExt         = 200
-	OffExtVersion  = 203
+	OffExtVersion  = 200
+	OffExtFlags    = 201
+	OffExtWatchdog = 202
 	OffExtCRC      = 204
 	OffExtSeq      = 208
-	OffExtFlags    = 214
+	OffExtOrigin   = 214
 	OffExtAcks     = 216
 	OffExtAcks4K   = 512
 	AckEntrySize   = 10
-	ExtVersion     = 1
+	// ExtVersion is the extension format this build writes and reads.
+	// Version 1 (before the marker) is read as a plain sanlock sector.
+	ExtVersion     = 2
 	MaxSeq         = 1<<48 - 1
 	acksIn512      = (OffBitmap - OffExtAcks) / AckEntrySize // 4
 	acksIn4KTail   = (4096 - OffExtAcks4K) / AckEntrySize    // 358
@@ -55,10 +74,7 @@ const (
 	ackStatusShift = ackHostBits
 )
 
-// ExtMagic is the three-byte extension signature at byte 200.
-var ExtMagic = [3]byte{'s', 'm', 'g'}
-
-// Extension flags (byte 214).
+// Extension flags (byte 201).
 const (
 	// ExtFlagResetting says the host accepted a WD_RESET and stopped feeding
 	// its watchdog: it will reset within its watchdog timeout.
@@ -109,13 +125,16 @@ func (s AckStatus) String() string {
 // Ack is one entry of a receiver's ack table: the last message of one
 // source incarnation the receiver processed, and what it did with it.
 type Ack struct {
-	HostID uint64    // source host id, 1..2047
-	Gen16  uint16    // low 16 bits of the source's owner_generation
+	HostID uint64 // source host id, 1..2047
+	// Gen16 is the low 16 bits of the generation the acked messages were
+	// first sent under (their origin).
+	Gen16  uint16
 	Status AckStatus // what the receiver did
-	Seq    uint64    // source's seq, 48 bits; cumulative per source
+	Seq    uint64    // source's seq, 48 bits; cumulative per source and origin
 }
 
-// Matches reports whether the entry is addressed to incarnation (host, gen).
+// Matches reports whether the entry acks messages of host first sent under
+// generation gen.
 func (a Ack) Matches(host, gen uint64) bool {
 	return a.HostID == host && a.Gen16 == uint16(gen)
 }
@@ -124,9 +143,16 @@ func (a Ack) Matches(host, gen uint64) bool {
 type Extension struct {
 	Version uint8
 	Flags   uint8
+	// Watchdog is the owner's watchdog fire timeout W in whole seconds
+	// (0: not said; peers then assume their own).
+	Watchdog uint16
 	// Seq identifies the message carried in the event fields and bitmap;
 	// 0 means the sector carries no sanlock-msg message.
 	Seq uint64
+	// Origin is the low 16 bits of the generation the message was first
+	// sent under: the owner's generation, or an earlier one for a message
+	// resent from a durable outbox after a restart.
+	Origin uint16
 	// Acks lists the ack entries in slot order (the table ends at its
 	// first empty slot).
 	Acks []Ack
@@ -161,10 +187,6 @@ func ackOffset(slot int) int {
 	return OffExtAcks4K + (slot-acksIn512)*AckEntrySize
 }
 
-func hasExtMagic(b []byte) bool {
-	return b[OffExt] == ExtMagic[0] && b[OffExt+1] == ExtMagic[1] && b[OffExt+2] == ExtMagic[2]
-}
-
 // extCRC computes the extension checksum of a whole sector, skipping
 // sanlock's checksum and the extension CRC itself.
 func extCRC(b []byte) uint32 {
@@ -173,26 +195,27 @@ func extCRC(b []byte) uint32 {
 	return crc32.Update(c, castagnoli, b[OffExtCRC+4:])
 }
 
-// decodeExt decodes the extension of sector b. It returns (nil, nil) when
-// there is none (a sanlock-native sector).
+// decodeExt decodes the extension of sector b, which carries our marker.
 func decodeExt(b []byte) (*Extension, error) {
-	if !hasExtMagic(b) {
-		return nil, nil
-	}
 	le := binary.LittleEndian
 	v := b[OffExtVersion]
 	if v != ExtVersion {
-		return nil, &FieldError{Field: "ext_version", Offset: OffExtVersion, Err: ErrExtVersion,
-			Detail: fmt.Sprintf("%d, want %d", v, ExtVersion)}
+		detail := fmt.Sprintf("%d, want %d", v, ExtVersion)
+		if v == 0 {
+			detail = "0: the extension is missing from a sector marked as ours"
+		}
+		return nil, &FieldError{Field: "ext_version", Offset: OffExtVersion, Err: ErrExtVersion, Detail: detail}
 	}
 	if got, want := le.Uint32(b[OffExtCRC:]), extCRC(b); got != want {
 		return nil, &FieldError{Field: "ext_crc", Offset: OffExtCRC, Err: ErrExtChecksum,
 			Detail: fmt.Sprintf("stored 0x%08x, computed 0x%08x", got, want)}
 	}
 	e := &Extension{
-		Version: v,
-		Seq:     uint48(b[OffExtSeq:]),
-		Flags:   b[OffExtFlags],
+		Version:  v,
+		Flags:    b[OffExtFlags],
+		Watchdog: le.Uint16(b[OffExtWatchdog:]),
+		Seq:      uint48(b[OffExtSeq:]),
+		Origin:   le.Uint16(b[OffExtOrigin:]),
 	}
 	n := AckCapacity(len(b))
 	for slot := 0; slot < n; slot++ {
@@ -232,10 +255,11 @@ func (e *Extension) check(n int) error {
 // with the extension CRC.
 func (e *Extension) put(b []byte) {
 	le := binary.LittleEndian
-	copy(b[OffExt:], ExtMagic[:])
 	b[OffExtVersion] = ExtVersion
-	putUint48(b[OffExtSeq:], e.Seq)
 	b[OffExtFlags] = e.Flags
+	le.PutUint16(b[OffExtWatchdog:], e.Watchdog)
+	putUint48(b[OffExtSeq:], e.Seq)
+	le.PutUint16(b[OffExtOrigin:], e.Origin)
 	for slot, a := range e.Acks {
 		p := b[ackOffset(slot):]
 		le.PutUint16(p, uint16(a.HostID)|uint16(a.Status)<<ackStatusShift)

@@ -284,10 +284,10 @@ func sampleSector(ss int, acks int) Sector {
 	s := Sector{Record: Record{Magic: Magic, Version: Version, Flags: FlagAlign1M, SectorSize: uint32(ss),
 		MaxHosts: 1, OwnerID: 3, OwnerGeneration: 70000, SpaceName: name48("LS"), ResourceName: name48("h3"),
 		Timestamp: 1234, IOTimeout: 10, WriteID: 4, WriteGeneration: EventUser0 | EventReset, WriteTimestamp: 99}}
-	s.Record.Seal()
 	s.Bitmap.Set(1)
 	s.Bitmap.Set(2000)
-	s.Ext = &Extension{Version: ExtVersion, Flags: ExtFlagResetting, Seq: 42}
+	s.Ext = &Extension{Version: ExtVersion, Flags: ExtFlagResetting, Watchdog: 60, Seq: 42, Origin: 69999 & 0xffff}
+	s.Seal()
 	for i := 0; i < acks; i++ {
 		s.Ext.Acks = append(s.Ext.Acks, Ack{HostID: uint64(i%2047 + 1), Gen16: uint16(i * 7), Status: AckStatus(i % 6), Seq: uint64(i)<<38 | 5})
 	}
@@ -332,9 +332,10 @@ func TestExtensionRoundTrip(t *testing.T) {
 	}
 }
 
-// TestExtensionCoverage flips every byte of an encoded sector: the
-// extension CRC must catch each flip except in the CRC field itself, where
-// the stored value no longer matches.
+// TestExtensionCoverage flips every byte of an encoded sector: each flip
+// must leave a sector that fails sanlock's checks (Verify) or ours
+// (ExtErr), never one that passes both, nor one that reads as a plain
+// sanlock sector with a valid record (its event would be delivered).
 func TestExtensionCoverage(t *testing.T) {
 	for _, ss := range []int{512, 4096} {
 		s := sampleSector(ss, 3)
@@ -342,16 +343,25 @@ func TestExtensionCoverage(t *testing.T) {
 		if err := s.Encode(b); err != nil {
 			t.Fatal(err)
 		}
-		for i := OffExtVersion + 1; i < ss; i++ {
+		for i := 0; i < ss; i++ {
 			if i >= OffChecksum && i < OffChecksum+4 {
-				continue // sanlock's checksum is checked by Verify, not by us
+				continue // sanlock's checksum: Verify fails, tested elsewhere
 			}
-			c := bytes.Clone(b)
-			c[i] ^= 0x40
-			got, _ := DecodeSector(c)
-			if !errors.Is(got.ExtErr, ErrExtChecksum) || got.Ext != nil {
-				t.Fatalf("ss %d: flip at %d not caught: %v", ss, i, got.ExtErr)
+			for _, flip := range []byte{0x01, 0x40, 0xff} {
+				c := bytes.Clone(b)
+				c[i] ^= flip
+				got, _ := DecodeSector(c)
+				if got.Record.Verify("LS") == nil && got.ExtErr == nil {
+					t.Fatalf("ss %d: flip %#x at %d not caught (ours %v, ext %v)", ss, flip, i, got.Ours(), got.Ext != nil)
+				}
 			}
+		}
+		// The extension missing from a marked sector (zeroed, as the
+		// issue's damage test did) is a bad sector of ours, not sanlock's.
+		c := bytes.Clone(b)
+		clear(c[OffExt:OffBitmap])
+		if got, _ := DecodeSector(c); !got.Ours() || !errors.Is(got.ExtErr, ErrExtVersion) {
+			t.Fatalf("zeroed extension: ours %v err %v", got.Ours(), got.ExtErr)
 		}
 		// A new record with a valid sanlock checksum over an old extension
 		// (a torn write) fails: every record byte is covered.
@@ -363,6 +373,7 @@ func TestExtensionCoverage(t *testing.T) {
 			c := bytes.Clone(b)
 			r, _ := DecodeRecord(c)
 			mut(&r)
+			r.Mark()
 			r.Seal()
 			r.Put(c)
 			got, _ := DecodeSector(c)
@@ -370,10 +381,10 @@ func TestExtensionCoverage(t *testing.T) {
 				t.Fatalf("ss %d: resealed record over old extension accepted: %v", ss, got.ExtErr)
 			}
 		}
-		c := bytes.Clone(b)
-		c[OffExtVersion] = 2
+		c = bytes.Clone(b)
+		c[OffExtVersion] = 3
 		if got, _ := DecodeSector(c); !errors.Is(got.ExtErr, ErrExtVersion) {
-			t.Fatalf("version 2: %v", got.ExtErr)
+			t.Fatalf("version 3: %v", got.ExtErr)
 		}
 		// Torn write: first 512 bytes new, rest from an older write.
 		if ss == 4096 {

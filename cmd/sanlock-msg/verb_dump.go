@@ -184,10 +184,15 @@ type eventView struct {
 
 // extView is the sanlock-msg extension of a sector.
 type extView struct {
-	Version uint8     `json:"version"`
-	Seq     uint64    `json:"seq"`
-	Flags   uint8     `json:"flags"`
-	Acks    []ackView `json:"acks"`
+	Version uint8  `json:"version"`
+	Seq     uint64 `json:"seq"`
+	// Origin is the low 16 bits of the generation the message was first
+	// sent under.
+	Origin uint16 `json:"origin_gen16"`
+	Flags  uint8  `json:"flags"`
+	// WatchdogSec is the owner's watchdog fire timeout (0: not said).
+	WatchdogSec uint16    `json:"watchdog_sec"`
+	Acks        []ackView `json:"acks"`
 }
 
 // ackView is one ack table entry.
@@ -272,7 +277,8 @@ func newSectorView(a *delta.Area, id uint64, s *leader.Sector) sectorView {
 		v.Error = err.Error()
 	}
 	if s.Ext != nil {
-		x := &extView{Version: s.Ext.Version, Seq: s.Ext.Seq, Flags: s.Ext.Flags, Acks: []ackView{}}
+		x := &extView{Version: s.Ext.Version, Seq: s.Ext.Seq, Origin: s.Ext.Origin, Flags: s.Ext.Flags,
+			WatchdogSec: s.Ext.Watchdog, Acks: []ackView{}}
 		for _, ack := range s.Ext.Acks {
 			x.Acks = append(x.Acks, ackView{HostID: ack.HostID, Gen16: ack.Gen16, Status: ack.Status.String(), Seq: ack.Seq})
 		}

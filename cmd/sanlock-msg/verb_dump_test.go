@@ -38,13 +38,13 @@ func msgSector(t *testing.T, ss int) []byte {
 	if err := leader.SetName(&r.ResourceName, "host3", leader.MaxHostName); err != nil {
 		t.Fatal(err)
 	}
-	r.Seal()
 	s := leader.Sector{Record: r, Ext: &leader.Extension{Seq: 12, Flags: leader.ExtFlagResetting, Acks: []leader.Ack{
 		{HostID: 1, Gen16: 1, Status: leader.StatusDelivered, Seq: 7},
 		{HostID: 2, Gen16: 1, Status: leader.StatusNoListener, Seq: 9},
 	}}}
 	s.Bitmap.Set(1)
 	s.Bitmap.Set(2)
+	s.Seal()
 	b := make([]byte, ss)
 	if err := s.Encode(b); err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func TestDumpExtension(t *testing.T) {
 				t.Fatalf("dump lists %d hosts, want host 3 only: %+v", len(d.Hosts), d.Hosts)
 			}
 			h := d.Hosts[0]
-			wantExt := &extView{Version: 1, Seq: 12, Flags: 1, Acks: []ackView{
+			wantExt := &extView{Version: leader.ExtVersion, Seq: 12, Flags: 1, Acks: []ackView{
 				{HostID: 1, Gen16: 1, Status: "delivered", Seq: 7},
 				{HostID: 2, Gen16: 1, Status: "no-listener", Seq: 9},
 			}}
@@ -299,7 +299,7 @@ func TestDumpJSONFieldNames(t *testing.T) {
 		{d, []string{"align_size", "hosts", "lockspace", "max_hosts", "offset", "path", "sector_size"}},
 		{host, []string{"checksum", "event", "ext", "host_id", "io_timeout", "lockspace", "lver", "offset", "owner_generation", "owner_id", "resource", "status", "targets", "timestamp"}},
 		{host["event"].(map[string]any), []string{"code", "codes", "data", "generation"}},
-		{ext, []string{"acks", "flags", "seq", "version"}},
+		{ext, []string{"acks", "flags", "origin_gen16", "seq", "version", "watchdog_sec"}},
 		{ack, []string{"gen16", "host_id", "seq", "status"}},
 	} {
 		if got := keys(tt.obj); !slices.Equal(got, tt.want) {

@@ -44,7 +44,7 @@ func TestRead(t *testing.T) {
 		{"sanlock host without", 2, 2, "host2", 287, nil, nil},
 		{"sanlock-msg host", 3, 3, "host3", 100,
 			&messageView{Targets: []uint64{1, 2}, TargetGeneration: 1, Code: leader.EventUser0, Codes: []string{"user0"}, Seq: 12, Data: 12},
-			&extView{Version: 1, Seq: 12, Flags: 1, Acks: []ackView{
+			&extView{Version: leader.ExtVersion, Seq: 12, Flags: 1, Acks: []ackView{
 				{HostID: 1, Gen16: 1, Status: "delivered", Seq: 7}, {HostID: 2, Gen16: 1, Status: "no-listener", Seq: 9}}}},
 		{"free host", 2000, 0, "", 0, nil, nil},
 	}
