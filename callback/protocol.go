@@ -204,6 +204,10 @@ type HostStatus struct {
 	Bad string `json:"bad,omitempty"`
 	// BadExt counts sectors read whose extension failed its checksum.
 	BadExt int `json:"bad_ext,omitempty"`
+	// WatchdogSec is the watchdog fire timeout W the host's sector states
+	// (sanlock-msg hosts; its host_dead uses it); 0 for a plain sanlock
+	// host, whose W is assumed to be this daemon's.
+	WatchdogSec int `json:"watchdog_sec,omitempty"`
 }
 
 // Message ops.

@@ -689,6 +689,7 @@ func (d *Daemon) opHostStatus(ctx context.Context, c *Conn, req *callback.Reques
 			HostID: h.HostID, OwnerID: h.OwnerID, Generation: h.Generation, Timestamp: h.Timestamp,
 			State: h.State.String(), HostName: h.Name, IOTimeout: int(h.IOTimeout),
 			Self: h.HostID == ls.HostID(), LastChange: h.LastLive, DeadAt: h.DeadAt, BadExt: h.BadExt,
+			WatchdogSec: int(h.Watchdog),
 		}
 		switch {
 		case h.State == delta.StateFree:

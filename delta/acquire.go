@@ -94,6 +94,7 @@ type Acquirer struct {
 	phase   int
 	ss      int
 	first   leader.Record
+	prev    leader.Sector // the whole sector of the first read
 	written leader.Record
 	start   time.Time
 }
@@ -106,6 +107,11 @@ const (
 	phWait2
 	phVerify
 )
+
+// Previous returns the sector as the first read found it, before our
+// write: its extension (Ext, if it was ours and intact) holds the ack table
+// our previous incarnation left there.
+func (a *Acquirer) Previous() leader.Sector { return a.prev }
 
 // Start returns the first step.
 func (a *Acquirer) Start(now time.Time) Step {
@@ -128,10 +134,13 @@ func (a *Acquirer) Next(now time.Time, data []byte, ioErr error) Step {
 			return fail(err)
 		}
 		a.ss, a.first = len(data), r
+		a.prev, _ = leader.DecodeSector(data)
 		if r.Timestamp == 0 || r.HasResourceName(a.HostName) {
 			return a.write(now, r)
 		}
-		wait := a.Timeouts.Other(r.IOTimeout).AcquireWait()
+		// The previous owner's W, if its extension says it: a host with a
+		// longer watchdog timeout is dead later.
+		wait := a.Timeouts.Of(&a.prev).AcquireWait()
 		a.phase = phWait1
 		return Step{Kind: StepWait, Until: now.Add(wait), Why: fmt.Sprintf(
 			"host_id %d was last written by %q generation %d; watching it for %v before taking it over",
@@ -195,13 +204,13 @@ func (a *Acquirer) write(now time.Time, r leader.Record) Step {
 	if err := leader.SetName(&r.ResourceName, a.HostName, leader.MaxHostName); err != nil {
 		return fail(err)
 	}
-	r.Seal()
 	s := leader.Sector{Record: r, Ext: a.Ext}
+	s.Seal()
 	buf := make([]byte, a.ss)
 	if err := s.Encode(buf); err != nil {
 		return fail(err)
 	}
-	a.written = r
+	a.written = s.Record
 	a.phase = phWrite
 	return Step{Kind: StepWrite, Sector: buf}
 }

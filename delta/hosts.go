@@ -49,9 +49,13 @@ type HostInfo struct {
 	// LastLive the local time the (owner, generation, timestamp) triple
 	// last changed. Both zero if never read.
 	FirstCheck, LastLive time.Time
-	// Messenger reports that the last sector read carried a valid
-	// sanlock-msg extension: the owner runs sanlock-msg, not plain sanlock.
+	// Messenger reports that the last sector read carried the sanlock-msg
+	// marker: the owner runs sanlock-msg, not plain sanlock.
 	Messenger bool
+	// Watchdog is the watchdog fire timeout W, in seconds, that the
+	// owner's extension states (0: a plain sanlock host, or not said):
+	// its host_dead uses it instead of our own W.
+	Watchdog uint16
 	// Bad reports that the last sector read failed the leader checks
 	// (magic, version, name or checksum); its liveness is still tracked,
 	// as sanlock does, but its messages are ignored.
@@ -90,7 +94,12 @@ func (h *Hosts) Observe(now time.Time, id uint64, s *leader.Sector) {
 	if s.ExtErr != nil {
 		hi.BadExt++
 	}
-	hi.Messenger = s.Ext != nil
+	hi.Messenger = s.Ours()
+	if s.Ext != nil {
+		hi.Watchdog = s.Ext.Watchdog
+	} else if !hi.Messenger {
+		hi.Watchdog = 0
+	}
 	changed := r.Timestamp != hi.Timestamp
 	if hi.Bad == nil {
 		changed = changed || r.OwnerID != hi.OwnerID || r.OwnerGeneration != hi.Generation
@@ -134,7 +143,7 @@ func (h *Hosts) State(now time.Time, id uint64) HostState {
 	if id == h.own {
 		return StateLive
 	}
-	t := h.t.Other(hi.IOTimeout)
+	t := h.peer(hi)
 	since := now.Sub(hi.LastLive)
 	switch {
 	case since <= t.HostFail() && hi.FirstCheck.Equal(hi.LastLive):
@@ -154,7 +163,17 @@ func (h *Hosts) DeadAt(id uint64) time.Time {
 	if hi == nil {
 		return time.Time{}
 	}
-	return hi.LastLive.Add(h.t.Other(hi.IOTimeout).HostDead())
+	return hi.LastLive.Add(h.peer(hi).HostDead())
+}
+
+// peer returns the timeouts toward host hi: its io_timeout, and its W if
+// its extension states one.
+func (h *Hosts) peer(hi *HostInfo) Timeouts {
+	t := h.t.Other(hi.IOTimeout)
+	if hi.Watchdog > 0 {
+		t.Watchdog = time.Duration(hi.Watchdog) * time.Second
+	}
+	return t
 }
 
 // Highest returns the highest host id whose last read showed a non-zero

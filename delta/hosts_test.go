@@ -18,6 +18,7 @@ type hostRec struct {
 	bad            string // "", "magic", "name", "checksum"
 	ext            bool
 	badExt         bool
+	w              uint16 // W in the extension
 }
 
 func (h hostRec) sector() *leader.Sector {
@@ -31,13 +32,16 @@ func (h hostRec) sector() *leader.Sector {
 	case "name":
 		_ = leader.SetName(&r.SpaceName, "OTHER", leader.MaxSpaceName)
 	}
+	if h.ext || h.badExt {
+		r.Mark()
+	}
 	r.Seal()
 	if h.bad == "checksum" {
 		r.Checksum++
 	}
 	s := &leader.Sector{Record: r}
 	if h.ext {
-		s.Ext = &leader.Extension{Version: leader.ExtVersion}
+		s.Ext = &leader.Extension{Version: leader.ExtVersion, Watchdog: h.w}
 	}
 	if h.badExt {
 		s.ExtErr = leader.ErrExtChecksum
@@ -195,6 +199,32 @@ func TestHostStates(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHostWatchdog: a peer whose extension states a longer watchdog
+// timeout W than ours is DEAD only 8·io + its W after its last renewal
+// (declaring it dead at our W would be unsafe); a plain sanlock host gets
+// our W, as sanlock assumes.
+func TestHostWatchdog(t *testing.T) {
+	h := NewHosts(1, "LS", NewTimeouts(time.Second, 60*time.Second))
+	h.Observe(simEpoch, 2, hostRec{owner: 2, gen: 1, ts: 10, io: 1, name: "long", ext: true, w: 120}.sector())
+	h.Observe(simEpoch, 3, hostRec{owner: 3, gen: 1, ts: 10, io: 1, name: "sanlock"}.sector())
+	if got := h.Info(2).Watchdog; got != 120 {
+		t.Fatalf("W of host 2: %d", got)
+	}
+	if got, want := h.DeadAt(2), simEpoch.Add(8*time.Second+120*time.Second); !got.Equal(want) {
+		t.Fatalf("host 2 dead at %v, want %v", got, want)
+	}
+	if got, want := h.DeadAt(3), simEpoch.Add(8*time.Second+60*time.Second); !got.Equal(want) {
+		t.Fatalf("host 3 dead at %v, want %v", got, want)
+	}
+	at := simEpoch.Add(100 * time.Second)
+	if st := h.State(at, 2); st != StateFail {
+		t.Fatalf("host 2 at +100 s: %v, want FAIL (its W is 120 s)", st)
+	}
+	if st := h.State(at, 3); st != StateDead {
+		t.Fatalf("host 3 at +100 s: %v, want DEAD", st)
 	}
 }
 

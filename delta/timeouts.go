@@ -1,6 +1,10 @@
 package delta
 
-import "time"
+import (
+	"time"
+
+	"github.com/sanlock-msg/sanlock-msg/leader"
+)
 
 // Defaults of sanlock 3.8 (sanlock-format.md §4.0).
 const (
@@ -41,6 +45,18 @@ func (t Timeouts) Other(ioSec uint16) Timeouts {
 		return t
 	}
 	return Timeouts{IO: time.Duration(ioSec) * time.Second, Watchdog: t.Watchdog}
+}
+
+// Of returns the timeouts toward the owner of sector s: its io_timeout from
+// its record (Other), and the watchdog timeout its sanlock-msg extension
+// states, if any. A plain sanlock host states none, and sanlock assumes one
+// W for every host, so t's own W is kept for it.
+func (t Timeouts) Of(s *leader.Sector) Timeouts {
+	o := t.Other(s.Record.IOTimeout)
+	if s.Ext != nil && s.Ext.Watchdog > 0 {
+		o.Watchdog = time.Duration(s.Ext.Watchdog) * time.Second
+	}
+	return o
 }
 
 // IDRenewal is the renewal interval: 2·io.
