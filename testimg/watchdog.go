@@ -12,7 +12,8 @@ import (
 // with --watchdog fake:FILE; see watchdog.Fake).
 type WatchdogEvent struct {
 	// What is the line without its " t=..." stamp: "open timeout=60",
-	// "keepalive", "settimeout 1", "close", "fire" or "broken-fire".
+	// "keepalive", "settimeout 1", "close", "fire", "broken-fire" or
+	// "abandon" (the daemon exited leaving it armed).
 	What string
 	// At is the stamp, to the millisecond.
 	At time.Time

@@ -17,6 +17,7 @@ import (
 //	settimeout N t=S
 //	close t=S
 //	fire t=S
+//	abandon t=S
 //
 // where N is the timeout in whole seconds and S the clock's time in Unix
 // seconds with milliseconds (1732640000.123). Each line is written with one
@@ -29,6 +30,9 @@ import (
 // calls OnFire, and kills the Fake: later Keepalive and SetTimeout calls
 // return ErrFired and write nothing, and Close writes nothing more. Close
 // before the fire disarms it, as the magic close does on a real device.
+//
+// Abandon is what the exit of the process that holds the device does: see
+// Abandon.
 //
 // A Fake is safe for concurrent use, except that OnFire must be set before
 // the Fake can fire and not changed afterwards.
@@ -123,7 +127,21 @@ func (f *Fake) Timeout() time.Duration {
 
 // Close disarms the Fake, writing "close" unless it has already fired, and
 // closes its file. Close is idempotent.
-func (f *Fake) Close() error {
+func (f *Fake) Close() error { return f.end("close") }
+
+// Abandon simulates the exit of the process that holds the device while
+// it is armed (a daemon that stops with a failed lockspace leaves its
+// watchdog armed, so that the host resets). A real device goes on counting
+// and resets the machine; a Fake lives in its process, so it writes
+// "abandon" (armed: a real device would fire within the timeout), stops
+// counting and closes its file: nothing of it runs afterwards, no fire and
+// no OnFire. Later calls fail as after Close. Abandon does nothing to a
+// Fake that is closed or has fired.
+func (f *Fake) Abandon() error { return f.end("abandon") }
+
+// end stops the countdown, writes event unless the Fake has fired, and
+// closes the file, once.
+func (f *Fake) end(event string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -135,7 +153,7 @@ func (f *Fake) Close() error {
 	}
 	var err error
 	if !f.fired {
-		err = f.writeLocked("close")
+		err = f.writeLocked(event)
 	}
 	if cerr := f.file.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("watchdog: %s: close: %w", f, cerr)

@@ -162,6 +162,34 @@ func TestFakeCloseDisarms(t *testing.T) {
 	}
 }
 
+// TestFakeAbandon: a Fake abandoned while armed (its process exits)
+// says so and then does nothing more: no fire, no OnFire.
+func TestFakeAbandon(t *testing.T) {
+	f, clk, path := openFake(t, 10*time.Second)
+	f.OnFire = func() { t.Error("OnFire called after Abandon") }
+	clk.Advance(5 * time.Second)
+	if err := f.Abandon(); err != nil {
+		t.Fatalf("Abandon: %v", err)
+	}
+	if err := f.Abandon(); err != nil {
+		t.Errorf("second Abandon: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("Close after Abandon: %v", err)
+	}
+	clk.Advance(time.Hour)
+	var got []string
+	for _, e := range readEvents(t, path) {
+		got = append(got, e.what)
+	}
+	if want := []string{"open timeout=10", "abandon"}; !slices.Equal(got, want) {
+		t.Errorf("events = %q, want %q", got, want)
+	}
+	if err := f.Keepalive(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Keepalive after Abandon = %v, want os.ErrClosed", err)
+	}
+}
+
 func TestFakesShareAFile(t *testing.T) {
 	clk := clock.NewFake(t0)
 	path := filepath.Join(t.TempDir(), "wd.log")
