@@ -31,25 +31,39 @@ var (
 	ErrInternal = errors.New("callback: internal error")
 	// ErrNoDaemon means no daemon answers on the run directory's socket.
 	ErrNoDaemon = errors.New("callback: no daemon")
+	// ErrUnsupported means the daemon does not know the op or the protocol
+	// version: it is older than this client.
+	ErrUnsupported = errors.New("callback: not supported by the daemon")
+	// ErrLimit means a daemon limit was reached: too many connections, or
+	// a connection idle too long. The daemon closed the connection.
+	ErrLimit = errors.New("callback: daemon limit reached")
+	// ErrClosed means the connection is closed: by Close, by the daemon, or
+	// by an earlier error that left the exchange in an unknown state (a
+	// context that ended mid-request, an I/O error, a reply that could not
+	// be decoded or that answered another request). Dial again.
+	ErrClosed = errors.New("callback: connection closed")
 )
 
 var codeErrors = map[string]error{
-	CodePermission: ErrPermission,
-	CodeExists:     ErrExists,
-	CodeNotJoined:  ErrNotJoined,
-	CodeBusy:       ErrBusy,
-	CodeInvalid:    ErrInvalid,
-	CodeRefused:    ErrRefused,
-	CodeCancelled:  ErrCancelled,
-	CodeIO:         ErrIO,
-	CodeInternal:   ErrInternal,
+	CodePermission:  ErrPermission,
+	CodeExists:      ErrExists,
+	CodeNotJoined:   ErrNotJoined,
+	CodeBusy:        ErrBusy,
+	CodeInvalid:     ErrInvalid,
+	CodeRefused:     ErrRefused,
+	CodeCancelled:   ErrCancelled,
+	CodeIO:          ErrIO,
+	CodeInternal:    ErrInternal,
+	CodeUnsupported: ErrUnsupported,
+	CodeLimit:       ErrLimit,
 }
 
 // Error is a failure reported by the daemon.
 type Error struct {
-	Op   string // the request's op
-	Code string // Response.Code
-	Msg  string // Response.Error
+	Op    string // the request's op
+	Code  string // Response.Code
+	Msg   string // Response.Error
+	Field string // Response.Field: the request field at fault, if one is
 }
 
 func (e *Error) Error() string { return e.Msg }

@@ -7,11 +7,18 @@ import (
 // ProtocolVersion is the version of the wire protocol this package speaks.
 // Every Request carries it in V; the daemon answers requests of version
 // ProtocolVersion (and, for hand-written requests, a missing version) and
-// refuses others with CodeInvalid.
+// refuses others with CodeUnsupported.
+//
+// The version changes only when an existing field or op changes meaning.
+// Additions do not change it: the daemon ignores request fields it does
+// not know, so a newer client works with an older daemon, and refuses ops
+// it does not know with CodeUnsupported, so the client can tell "this
+// daemon is older" from "my request is wrong". A new field that an older
+// daemon must not ignore comes with a new op. See docs/protocol.md.
 const ProtocolVersion = 1
 
 // MaxLine is the longest request line the daemon accepts, newline included.
-// A longer line, or one that is not a JSON object, closes that connection.
+// A longer line gets an error line and closes that connection.
 const MaxLine = 64 << 10
 
 // Names of the files in the run directory.
@@ -44,6 +51,13 @@ const (
 	CodeCancelled  = "cancelled"  // the op was cancelled (a join ended by rem_lockspace or shutdown)
 	CodeIO         = "io"         // storage error
 	CodeInternal   = "internal"   // anything else
+	// CodeUnsupported: the daemon does not know the op or the protocol
+	// version (it is older than the client).
+	CodeUnsupported = "unsupported"
+	// CodeLimit: a daemon limit was reached: too many connections (in
+	// total or for the peer's uid), or the connection was idle too long.
+	// The daemon closes the connection after this line.
+	CodeLimit = "limit"
 )
 
 // Request is one request line from a client: a JSON object with the
@@ -52,6 +66,10 @@ const (
 type Request struct {
 	V  int    `json:"v"`
 	Op string `json:"op"`
+	// ID is chosen by the client and echoed in the Response, so a client
+	// can tell which request a response answers (0 = none). The Client
+	// numbers its requests 1, 2, 3... on each connection.
+	ID uint64 `json:"id,omitempty"`
 
 	// Spec is NAME:HOST_ID:PATH:OFFSET (add_lockspace), or that or just
 	// NAME (rem_lockspace).
@@ -89,10 +107,19 @@ type Request struct {
 // with a human-readable Error and a machine-readable Code; the payload
 // fields are set by the ops that return them.
 type Response struct {
-	V     int    `json:"v"`
+	V int `json:"v"`
+	// ID is the ID of the request answered. It is 0 on an error line the
+	// daemon writes without a request it could read (a line it cannot
+	// parse, a connection over a limit or idle too long): the daemon then
+	// closes the connection.
+	ID    uint64 `json:"id,omitempty"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
 	Code  string `json:"code,omitempty"`
+	// Field names the request field whose value is wrong (for example
+	// "spec", "targets", "io_timeout") when a CodeInvalid refusal is about
+	// that value itself, not about the daemon's state: a usage error.
+	Field string `json:"field,omitempty"`
 	// Warning is set on success when something still needs the user's
 	// attention (a failed lockspace removed with its watchdog expiry kept).
 	Warning string `json:"warning,omitempty"`

@@ -60,6 +60,13 @@ type Config struct {
 	// Lockspace, if set, adjusts each lockspace's delta.Config just before
 	// it joins (tests use it to change poll intervals).
 	Lockspace func(*delta.Config)
+	// IdleTimeout closes client connections that send no request for this
+	// long (registrations excepted; default DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxConns caps the client connections of all users but root, and
+	// MaxConnsPerUID those of one uid (defaults DefaultMaxConns and
+	// DefaultMaxConnsPerUID). See ServerConfig.
+	MaxConns, MaxConnsPerUID int
 }
 
 func (c Config) withDefaults() Config {
@@ -252,7 +259,8 @@ func (d *Daemon) start() error {
 	d.keeper.Start()
 
 	srv, err := Listen(ServerConfig{Path: callback.SocketPath(d.cfg.RunDir), Mode: d.cfg.SocketMode,
-		UID: uint32(os.Getuid()), GID: d.gid, Logger: d.log})
+		UID: uint32(os.Getuid()), GID: d.gid, Logger: d.log,
+		IdleTimeout: d.cfg.IdleTimeout, MaxConns: d.cfg.MaxConns, MaxConnsPerUID: d.cfg.MaxConnsPerUID})
 	if err != nil {
 		return err
 	}
@@ -389,21 +397,21 @@ func ioTimeoutOf(p *int) (time.Duration, error) {
 func (d *Daemon) opAddLockspace(ctx context.Context, c *Conn, req *callback.Request) *callback.Response {
 	spec, err := delta.ParseSpec(req.Spec)
 	if err != nil {
-		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: add_lockspace: %w", err))
+		return Invalid("spec", fmt.Errorf("daemon: add_lockspace: %w", err))
 	}
 	if spec.HostID < 1 || spec.HostID > leader.MaxHostID {
-		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: add_lockspace %s: host_id %d out of range 1..%d", spec.Name, spec.HostID, leader.MaxHostID))
+		return Invalid("spec", fmt.Errorf("daemon: add_lockspace %s: host_id %d out of range 1..%d", spec.Name, spec.HostID, leader.MaxHostID))
 	}
 	iot, err := ioTimeoutOf(req.IOTimeout)
 	if err != nil {
-		return Fail(callback.CodeInvalid, err)
+		return Invalid("io_timeout", err)
 	}
 	hostName := req.HostName
 	if hostName == "" {
 		hostName = d.cfg.HostName
 	}
 	if len(hostName) > leader.MaxHostName {
-		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: add_lockspace %s: host name %q is %d bytes, at most %d",
+		return Invalid("host_name", fmt.Errorf("daemon: add_lockspace %s: host name %q is %d bytes, at most %d",
 			spec.Name, hostName, len(hostName), leader.MaxHostName))
 	}
 	m, resp := d.startJoin(spec, iot, hostName, c.Peer())
@@ -416,7 +424,11 @@ func (d *Daemon) opAddLockspace(ctx context.Context, c *Conn, req *callback.Requ
 		return Fail(callback.CodeCancelled, fmt.Errorf("daemon: add_lockspace %s: daemon stopping", spec.Name))
 	}
 	if err := m.joinErr; err != nil {
-		return Fail(joinCode(err), fmt.Errorf("daemon: add_lockspace %s: %w", spec, err))
+		resp := Fail(joinCode(err), fmt.Errorf("daemon: add_lockspace %s: %w", spec, err))
+		if errors.Is(err, leader.ErrHostID) { // past the area's max_hosts
+			resp.Field = "spec"
+		}
+		return resp
 	}
 	d.mu.Lock()
 	st := d.lockspaceStatusLocked(m)
@@ -536,13 +548,13 @@ func (d *Daemon) opRemLockspace(ctx context.Context, c *Conn, req *callback.Requ
 		if strings.Contains(req.Spec, ":") {
 			spec, err := delta.ParseSpec(req.Spec)
 			if err != nil {
-				return Fail(callback.CodeInvalid, fmt.Errorf("daemon: rem_lockspace: %w", err))
+				return Invalid("spec", fmt.Errorf("daemon: rem_lockspace: %w", err))
 			}
 			name, hostID = spec.Name, spec.HostID
 		}
 	}
 	if name == "" {
-		return Fail(callback.CodeInvalid, errors.New("daemon: rem_lockspace: no lockspace named"))
+		return Invalid("name", errors.New("daemon: rem_lockspace: no lockspace named"))
 	}
 	d.mu.Lock()
 	m := d.members[name]

@@ -10,3 +10,12 @@ func Fail(code string, err error) *callback.Response {
 	}
 	return &callback.Response{V: callback.ProtocolVersion, Code: code, Error: err.Error()}
 }
+
+// Invalid returns the failure Response (CodeInvalid) for a request whose
+// field has a wrong value: a usage error, which the CLI reports as one
+// (exit status 2).
+func Invalid(field string, err error) *callback.Response {
+	r := Fail(callback.CodeInvalid, err)
+	r.Field = field
+	return r
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,19 +43,41 @@ func TestPermitted(t *testing.T) {
 	}
 }
 
-func TestProcGroups(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "status")
-	os.WriteFile(p, []byte("Name:\tx\nUid:\t1\t1\t1\t1\nGroups:\t4 24 27 \nNgid:\t0\n"), 0o644)
-	got := procGroups(p)
-	if len(got) != 3 || got[0] != 4 || got[1] != 24 || got[2] != 27 {
-		t.Errorf("got %v, want [4 24 27]", got)
+// TestPeerGroups: the supplementary groups come from the kernel
+// (SO_PEERGROUPS) and are ours for a connection we made.
+func TestPeerGroups(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := procGroups(filepath.Join(t.TempDir(), "missing")); got != nil {
-		t.Errorf("missing file: got %v, want nil", got)
+	defer ln.Close()
+	cl, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Our own process: the kernel's view.
-	if got := procGroups("/proc/self/status"); len(got) == 0 && len(mustGroups(t)) > 0 {
-		t.Errorf("/proc/self/status: no groups, want %v", mustGroups(t))
+	defer cl.Close()
+	nc, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	p, err := peerOf(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.PID != int32(os.Getpid()) || p.UID != uint32(os.Getuid()) || p.GID != uint32(os.Getgid()) {
+		t.Errorf("peer %+v, want our pid %d uid %d gid %d", p, os.Getpid(), os.Getuid(), os.Getgid())
+	}
+	var want []uint32
+	for _, g := range mustGroups(t) {
+		want = append(want, uint32(g))
+	}
+	got := slices.Clone(p.Groups)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("groups %v, want %v (getgroups)", got, want)
 	}
 }
 

@@ -36,7 +36,7 @@ const resetCodes = leader.EventReset | leader.EventReboot
 
 func (d *Daemon) opSend(ctx context.Context, c *Conn, req *callback.Request) *callback.Response {
 	if req.Code == 0 {
-		return Fail(callback.CodeInvalid, errors.New("daemon: send: code 0 is not a message"))
+		return Invalid("code", errors.New("daemon: send: code 0 is not a message"))
 	}
 	if req.Code&resetCodes != 0 && c.Peer().UID != 0 {
 		return Fail(callback.CodePermission, fmt.Errorf("%w (EACCES): only root may send reset or reboot codes; uid %d", callback.ErrPermission, c.Peer().UID))
@@ -46,15 +46,15 @@ func (d *Daemon) opSend(ctx context.Context, c *Conn, req *callback.Request) *ca
 		return resp
 	}
 	if len(req.Targets) == 0 {
-		return Fail(callback.CodeInvalid, errors.New("daemon: send: no target host id"))
+		return Invalid("targets", errors.New("daemon: send: no target host id"))
 	}
 	for _, t := range req.Targets {
 		if t < 1 || t > uint64(maxHosts) {
-			return Fail(callback.CodeInvalid, fmt.Errorf("daemon: send: target host_id %d out of range 1..%d", t, maxHosts))
+			return Invalid("targets", fmt.Errorf("daemon: send: target host_id %d out of range 1..%d", t, maxHosts))
 		}
 	}
 	if req.TimeoutMs < 0 {
-		return Fail(callback.CodeInvalid, errors.New("daemon: send: negative timeout"))
+		return Invalid("timeout_ms", errors.New("daemon: send: negative timeout"))
 	}
 	msg := hostmsg.Message{Targets: req.Targets, TargetGeneration: req.Generation, Code: req.Code, Seq: req.Seq,
 		Timeout: time.Duration(req.TimeoutMs) * time.Millisecond,

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,11 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -26,19 +24,39 @@ import (
 // cannot hold a connection goroutine forever.
 const writeTimeout = 10 * time.Second
 
+// refusalTimeout bounds the error line written to a connection refused
+// over a limit (its socket buffer is empty: it never blocks in practice).
+const refusalTimeout = time.Second
+
+// Connection limits and the idle timeout (ServerConfig).
+const (
+	// DefaultIdleTimeout closes a connection that sends no request for
+	// this long (registrations excepted).
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultMaxConns caps the connections of all users but root.
+	DefaultMaxConns = 1024
+	// DefaultMaxConnsPerUID caps the connections of one uid, root's too.
+	DefaultMaxConnsPerUID = 256
+)
+
+// refusalLogEvery is how often refused connections are logged, so that a
+// flood of them does not flood the log.
+const refusalLogEvery = 10 * time.Second
+
 // Accept-error backoff, as memberlist's NetTransport.
 const (
 	acceptBaseDelay = 5 * time.Millisecond
 	acceptMaxDelay  = time.Second
 )
 
-// Peer holds the credentials of a connected client, from SO_PEERCRED and
-// /proc/PID/status.
+// Peer holds the credentials of a connected client, from the kernel:
+// SO_PEERCRED and SO_PEERGROUPS, as they were when the client connected.
 type Peer struct {
 	PID int32
 	UID uint32
 	GID uint32
-	// Groups are the supplementary groups (nil if /proc did not show them).
+	// Groups are the supplementary groups (nil on kernels before 4.13,
+	// which lack SO_PEERGROUPS: then only the primary group counts).
 	Groups []uint32
 }
 
@@ -90,6 +108,19 @@ type ServerConfig struct {
 	GID uint32
 	// Logger receives the server's log (default slog.Default()).
 	Logger *slog.Logger
+	// IdleTimeout closes a connection that sends no complete request for
+	// this long, after an error line (code limit). Registrations, which
+	// send nothing after registering, are exempt. Default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxConns caps the open connections of all peers but root (default
+	// DefaultMaxConns). Root is held only to MaxConnsPerUID, so that
+	// other users cannot lock root out (of reset, of shutdown).
+	MaxConns int
+	// MaxConnsPerUID caps the open connections of one uid (default
+	// DefaultMaxConnsPerUID). A connection over a cap gets an error line
+	// (code limit) and is closed; the daemon goes on renewing.
+	MaxConnsPerUID int
 }
 
 // Server is the daemon's control socket: it accepts connections, reads one
@@ -106,8 +137,11 @@ type Server struct {
 	shutdown atomic.Bool
 	wg       sync.WaitGroup
 
-	mu    sync.Mutex
-	conns map[*Conn]struct{}
+	mu       sync.Mutex
+	conns    map[*Conn]struct{}
+	perUID   map[uint32]int // open connections by peer uid
+	refused  int            // connections refused since the last log line
+	loggedAt time.Time      // when refusals were last logged
 }
 
 // Listen creates the socket at cfg.Path, with cfg.Mode and group cfg.GID.
@@ -118,6 +152,15 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerUID <= 0 {
+		cfg.MaxConnsPerUID = DefaultMaxConnsPerUID
 	}
 	if err := removeStale(cfg.Path); err != nil {
 		return nil, err
@@ -136,8 +179,10 @@ func Listen(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("daemon: chmod %s: %w", cfg.Path, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, ln: ln, log: cfg.Logger, ops: make(map[string]Op),
-		ctx: ctx, cancel: cancel, conns: make(map[*Conn]struct{})}, nil
+	s := &Server{cfg: cfg, ln: ln, log: cfg.Logger, ops: make(map[string]Op),
+		ctx: ctx, cancel: cancel, conns: make(map[*Conn]struct{}), perUID: make(map[uint32]int)}
+	s.checkFileLimit()
+	return s, nil
 }
 
 // removeStale removes a socket file at path that no daemon answers on.
@@ -202,10 +247,68 @@ func (s *Server) acceptLoop() {
 			nc.Close()
 			continue
 		}
+		if err := s.overLimitLocked(c.peer); err != nil {
+			s.noteRefusalLocked(c.peer, err)
+			s.mu.Unlock()
+			refuse(nc, err)
+			continue
+		}
 		s.conns[c] = struct{}{}
+		s.perUID[c.peer.UID]++
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serveConn(c)
+	}
+}
+
+// overLimitLocked returns why a new connection of peer is over a cap, or
+// nil.
+func (s *Server) overLimitLocked(p Peer) error {
+	if n := s.perUID[p.UID]; n >= s.cfg.MaxConnsPerUID {
+		return fmt.Errorf("%w: uid %d has %d connections open, the most one user may have; close some (listeners count too)",
+			callback.ErrLimit, p.UID, n)
+	}
+	if p.UID != 0 && len(s.conns) >= s.cfg.MaxConns {
+		return fmt.Errorf("%w: the daemon has %d connections open, the most it accepts from users other than root; try again later",
+			callback.ErrLimit, len(s.conns))
+	}
+	return nil
+}
+
+// noteRefusalLocked logs a refused connection, at most once per
+// refusalLogEvery with the count of those not logged.
+func (s *Server) noteRefusalLocked(p Peer, err error) {
+	s.refused++
+	now := time.Now()
+	if now.Sub(s.loggedAt) < refusalLogEvery {
+		return
+	}
+	s.log.Warn("connection refused", "peer", p.String(), "err", err, "refused_since_last_log", s.refused,
+		"open", len(s.conns), "open_by_uid", s.perUID[p.UID])
+	s.refused, s.loggedAt = 0, now
+}
+
+// refuse writes the error line for err to a connection that is not served
+// and closes it.
+func refuse(nc *net.UnixConn, err error) {
+	b, _ := json.Marshal(Fail(callback.CodeLimit, fmt.Errorf("daemon: connection refused: %w", err)))
+	nc.SetWriteDeadline(time.Now().Add(refusalTimeout))
+	nc.Write(append(b, '\n'))
+	nc.Close()
+}
+
+// checkFileLimit warns when the process may not open as many files as the
+// connection caps allow: accept would then fail with EMFILE before the
+// caps refuse anyone with a clear line.
+func (s *Server) checkFileLimit() {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	const reserve = 64 // devices, the watchdog, the pid file, logs
+	if want := uint64(s.cfg.MaxConns + s.cfg.MaxConnsPerUID + reserve); rl.Cur < want {
+		s.log.Warn("the open file limit is lower than the connection caps allow; past it, connections fail without an explanation",
+			"nofile", rl.Cur, "max_conns", s.cfg.MaxConns, "max_conns_per_uid", s.cfg.MaxConnsPerUID, "want_nofile", want)
 	}
 }
 
@@ -237,6 +340,8 @@ type Conn struct {
 	wmu      sync.Mutex
 	after    []func()
 	hijacked bool
+	reqID    uint64 // the ID of the request being served
+	badLines int    // request lines refused by the parser
 }
 
 func (s *Server) newConn(nc *net.UnixConn) (*Conn, error) {
@@ -248,47 +353,50 @@ func (s *Server) newConn(nc *net.UnixConn) (*Conn, error) {
 		log: s.log.With("peer_pid", peer.PID, "peer_uid", peer.UID)}, nil
 }
 
-// peerOf reads SO_PEERCRED and the peer's supplementary groups.
+// peerOf reads the peer's credentials from the kernel: SO_PEERCRED and
+// SO_PEERGROUPS, both captured when the peer connected. (Reading
+// /proc/PID/status instead would race with the pid being reused.)
 func peerOf(nc *net.UnixConn) (Peer, error) {
 	rc, err := nc.SyscallConn()
 	if err != nil {
 		return Peer{}, fmt.Errorf("daemon: peer credentials: %w", err)
 	}
 	var cred *unix.Ucred
-	var cerr error
+	var groups []uint32
+	var cerr, gerr error
 	if err := rc.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		groups, gerr = peerGroups(int(fd))
 	}); err != nil {
 		return Peer{}, fmt.Errorf("daemon: peer credentials: %w", err)
 	}
 	if cerr != nil {
 		return Peer{}, fmt.Errorf("daemon: SO_PEERCRED: %w", cerr)
 	}
-	p := Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}
-	p.Groups = procGroups(fmt.Sprintf("/proc/%d/status", cred.Pid))
-	return p, nil
+	if gerr != nil && !errors.Is(gerr, unix.ENOPROTOOPT) {
+		return Peer{}, fmt.Errorf("daemon: SO_PEERGROUPS: %w", gerr)
+	}
+	return Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Groups: groups}, nil
 }
 
-// procGroups returns the Groups: line of a /proc/PID/status file, or nil.
-func procGroups(path string) []uint32 {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "Groups:")
-		if !ok {
+// peerGroups reads SO_PEERGROUPS: the supplementary groups of the peer of
+// socket fd, as an array of gids. The kernel answers ERANGE with the size
+// it needs when the buffer is too small.
+func peerGroups(fd int) ([]uint32, error) {
+	buf := make([]uint32, 64)
+	for {
+		size := uint32(len(buf) * 4)
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&size)), 0)
+		switch {
+		case errno == unix.ERANGE && int(size/4) > len(buf):
+			buf = make([]uint32, size/4)
 			continue
+		case errno != 0:
+			return nil, errno
 		}
-		var gs []uint32
-		for f := range strings.FieldsSeq(rest) {
-			if g, err := strconv.ParseUint(f, 10, 32); err == nil {
-				gs = append(gs, uint32(g))
-			}
-		}
-		return gs
+		return buf[: size/4 : size/4], nil
 	}
-	return nil
 }
 
 // Peer returns the client's credentials.
@@ -322,8 +430,17 @@ func (c *Conn) Hijack() (*net.UnixConn, *bufio.Reader) {
 func (c *Conn) AfterReply(f func()) { c.after = append(c.after, f) }
 
 // WriteJSON writes v as one JSON line, within a write timeout. It is safe
-// for concurrent use.
+// for concurrent use. A *callback.Response gets the protocol version and
+// the ID of the request being served, if it has none.
 func (c *Conn) WriteJSON(v any) error {
+	if r, ok := v.(*callback.Response); ok {
+		if r.V == 0 {
+			r.V = callback.ProtocolVersion
+		}
+		if r.ID == 0 {
+			r.ID = c.reqID
+		}
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("daemon: encode: %w", err)
@@ -370,37 +487,31 @@ func (s *Server) serveConn(c *Conn) {
 		c.nc.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
+		if s.perUID[c.peer.UID]--; s.perUID[c.peer.UID] <= 0 {
+			delete(s.perUID, c.peer.UID)
+		}
 		s.mu.Unlock()
 	}()
 	for {
+		c.nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		line, err := readLine(c.r, callback.MaxLine)
 		if err != nil {
-			if err != io.EOF && !s.shutdown.Load() {
-				c.log.Warn("closing connection: bad request", "err", err)
-				c.WriteJSON(Fail(callback.CodeInvalid, fmt.Errorf("daemon: %v; closing the connection", err)))
-			}
+			s.readFailed(c, err)
 			return
 		}
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		var req callback.Request
-		dec := json.NewDecoder(bytes.NewReader(line))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			c.log.Warn("closing connection: malformed request", "err", err)
-			c.WriteJSON(Fail(callback.CodeInvalid, fmt.Errorf("daemon: malformed request: %v; closing the connection", err)))
-			return
-		}
-		resp := s.dispatch(c, &req)
+		c.nc.SetReadDeadline(time.Time{})
+		resp, closeConn := s.handleLine(c, line)
 		if c.hijacked {
 			return
 		}
 		if resp != nil {
 			if err := c.WriteJSON(resp); err != nil {
-				c.log.Warn("closing connection: cannot write response", "op", req.Op, "err", err)
+				c.log.Warn("closing connection: cannot write response", "err", err)
 				return
 			}
+		}
+		if closeConn {
+			return
 		}
 		after := c.after
 		c.after = nil
@@ -410,13 +521,61 @@ func (s *Server) serveConn(c *Conn) {
 	}
 }
 
+// readFailed answers a request line that could not be read, when someone
+// may still read the answer.
+func (s *Server) readFailed(c *Conn, err error) {
+	if s.shutdown.Load() {
+		return
+	}
+	c.reqID = 0
+	switch {
+	case errors.Is(err, errLineTooLong):
+		c.log.Warn("closing connection: request line too long", "max", callback.MaxLine)
+		c.WriteJSON(Fail(callback.CodeInvalid, fmt.Errorf("daemon: %v; closing the connection", err)))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Debug("closing idle connection", "idle", s.cfg.IdleTimeout)
+		c.WriteJSON(Fail(callback.CodeLimit, fmt.Errorf("daemon: no request for %v; closing the idle connection (dial again)", s.cfg.IdleTimeout)))
+	}
+	// EOF, a line cut short by EOF, or a reset: the client is gone.
+}
+
+// handleLine parses one request line and runs its op. It returns the
+// response to write (nil after Hijack) and whether to close the
+// connection after it.
+func (s *Server) handleLine(c *Conn, line []byte) (resp *callback.Response, closeConn bool) {
+	c.reqID = 0
+	req, unknown, rerr := parseRequest(line)
+	if rerr != nil {
+		// One warning per connection: a client looping on bad lines must
+		// not flood the log.
+		if c.badLines++; c.badLines == 1 {
+			c.log.Warn("bad request line", "err", rerr.msg, "closing", rerr.close)
+		} else {
+			c.log.Debug("bad request line", "err", rerr.msg, "closing", rerr.close, "bad_lines", c.badLines)
+		}
+		return rerr.response(), rerr.close
+	}
+	c.reqID = req.ID
+	if len(unknown) > 0 {
+		c.log.Debug("request fields ignored: this daemon does not know them", "op", req.Op, "fields", unknown)
+	}
+	resp = s.dispatch(c, req)
+	if resp != nil {
+		resp.V, resp.ID = callback.ProtocolVersion, req.ID
+	}
+	return resp, false
+}
+
 func (s *Server) dispatch(c *Conn, req *callback.Request) *callback.Response {
-	if req.V != 0 && req.V != callback.ProtocolVersion {
-		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: protocol version %d not supported (want %d)", req.V, callback.ProtocolVersion))
+	if req.V < 0 || req.V > callback.ProtocolVersion {
+		return Fail(callback.CodeUnsupported, fmt.Errorf("daemon: protocol version %d not supported (this daemon speaks %d)", req.V, callback.ProtocolVersion))
+	}
+	if req.Op == "" {
+		return Invalid("op", errors.New("daemon: no op in the request"))
 	}
 	op, ok := s.ops[req.Op]
 	if !ok {
-		return Fail(callback.CodeInvalid, fmt.Errorf("daemon: unknown op %q", req.Op))
+		return Fail(callback.CodeUnsupported, fmt.Errorf("daemon: unknown op %q: this daemon (protocol %d) does not support it", req.Op, callback.ProtocolVersion))
 	}
 	if op.Mutating {
 		if err := c.Permitted(); err != nil {
@@ -424,9 +583,5 @@ func (s *Server) dispatch(c *Conn, req *callback.Request) *callback.Response {
 			return Fail(callback.CodePermission, fmt.Errorf("%w (op %s)", err, req.Op))
 		}
 	}
-	resp := op.Handler(s.ctx, c, req)
-	if resp != nil {
-		resp.V = callback.ProtocolVersion
-	}
-	return resp
+	return op.Handler(s.ctx, c, req)
 }
