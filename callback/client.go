@@ -20,50 +20,99 @@ import (
 // Client is a connection to a daemon. Its methods send one request each
 // and wait for the answer; they are safe for concurrent use but run one at
 // a time on the connection.
+//
+// A refusal by the daemon (a Response with OK false) is returned as an
+// *Error and leaves the connection usable. Any other failure of an
+// exchange (ctx ending while a request is in flight, an I/O error, a reply
+// that cannot be decoded or that does not answer this request) closes the
+// connection, because the stream is then in an unknown state and a reply
+// read later could belong to another request. Every later call fails at
+// once with an error wrapping ErrClosed: Dial again. Each request carries
+// an id that the daemon echoes, as a second line of defence.
 type Client struct {
 	path string
-	nc   net.Conn
+	nc   *net.UnixConn
 	r    *bufio.Reader
 
-	mu sync.Mutex
+	mu     sync.Mutex
+	lastID uint64
+	closed error // why the connection is closed (wraps ErrClosed); nil while usable
 }
 
 // Dial connects to the daemon of runDir (see ResolveRunDir). If no daemon
-// answers, the error wraps ErrNoDaemon and names the socket.
+// answers, the error wraps ErrNoDaemon and names the socket; if the socket
+// exists but this user may not open it, the error wraps ErrPermission and
+// says who may.
 func Dial(ctx context.Context, runDir string) (*Client, error) {
 	path := SocketPath(runDir)
 	var dl net.Dialer
 	nc, err := dl.DialContext(ctx, "unix", path)
 	if err != nil {
-		var oe *net.OpError
-		if errors.As(err, &oe) && oe.Err != nil {
-			err = oe.Err
-		}
-		return nil, fmt.Errorf("%w at %s: %v (is `sanlock-msg daemon` running with this run dir?)", ErrNoDaemon, path, err)
+		return nil, dialError(path, err)
 	}
-	return &Client{path: path, nc: nc, r: bufio.NewReader(nc)}, nil
+	return &Client{path: path, nc: nc.(*net.UnixConn), r: bufio.NewReader(nc)}, nil
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.nc.Close() }
+// Close closes the connection. It may be called while a request is in
+// flight, which then fails.
+func (c *Client) Close() error {
+	err := c.nc.Close()
+	c.mu.Lock()
+	if c.closed == nil {
+		c.closed = &closedError{cause: errors.New("closed by Close")}
+	}
+	c.mu.Unlock()
+	return err
+}
 
-// Do sends req (with V set to ProtocolVersion if zero) and returns the
-// daemon's response. A response with OK false
-// is returned as an *Error (test it with errors.Is against the sentinels).
-// ctx bounds the whole exchange.
+// closedError is returned by calls on a closed Client.
+type closedError struct{ cause error }
+
+func (e *closedError) Error() string {
+	return fmt.Sprintf("connection closed (%v); dial again", e.cause)
+}
+
+func (e *closedError) Unwrap() error { return ErrClosed }
+
+// Do sends req (with V set to ProtocolVersion if zero, and ID set to the
+// connection's next request id) and returns the daemon's response. A
+// response with OK false is returned with an *Error (test it with
+// errors.Is against the sentinels). ctx bounds the whole exchange; if it
+// ends before the reply arrives, the connection is closed (see Client).
 func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.do(ctx, req)
+}
+
+// do is Do with c.mu held.
+func (c *Client) do(ctx context.Context, req Request) (*Response, error) {
+	if c.closed != nil {
+		return nil, fmt.Errorf("callback: %s: %w", req.Op, c.closed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("callback: %s: %w", req.Op, err) // nothing sent: still usable
+	}
 	if req.V == 0 {
 		req.V = ProtocolVersion
 	}
+	c.lastID++
+	req.ID = c.lastID
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("callback: encode %s: %w", req.Op, err)
 	}
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	if resp, err := c.notice(req.Op); err != nil {
+		return resp, err
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		c.nc.SetDeadline(time.Unix(1, 0))
+		close(fired)
+	})
 	defer func() {
 		if !stop() {
+			<-fired // the deadline is set: clear it only after that
 			c.nc.SetDeadline(time.Time{})
 		}
 	}()
@@ -76,22 +125,97 @@ func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 	}
 	var resp Response
 	if err := json.Unmarshal(line, &resp); err != nil {
-		return nil, fmt.Errorf("callback: %s: bad response from %s: %w", req.Op, c.path, err)
+		return nil, c.broken(fmt.Errorf("callback: %s: bad reply from %s: %w", req.Op, c.path, err))
+	}
+	switch {
+	case resp.ID == req.ID:
+	case resp.ID == 0 && !resp.OK:
+		// The daemon refused the line or the connection without reading
+		// a request (a limit, an idle timeout, a line it could not parse);
+		// it closes the connection after this line.
+		c.shut(errors.New(resp.Error))
+		return &resp, responseError(req.Op, &resp)
+	default:
+		return nil, c.broken(fmt.Errorf("callback: %s: the reply answers request %d, not %d", req.Op, resp.ID, req.ID))
 	}
 	if !resp.OK {
-		return &resp, &Error{Op: req.Op, Code: resp.Code, Msg: resp.Error}
+		return &resp, responseError(req.Op, &resp)
 	}
 	return &resp, nil
 }
 
+func responseError(op string, resp *Response) *Error {
+	return &Error{Op: op, Code: resp.Code, Msg: resp.Error, Field: resp.Field}
+}
+
+// notice reads what the daemon wrote before this request was sent: the
+// error line with which it closes an idle connection, or its end of the
+// connection. It returns nil when the connection is quiet, so the request
+// can go. A notice closes the Client: the request is not sent.
+func (c *Client) notice(op string) (*Response, error) {
+	if c.r.Buffered() == 0 && !readable(c.nc) {
+		return nil, nil
+	}
+	c.nc.SetReadDeadline(time.Now().Add(time.Second)) // the daemon writes whole lines
+	line, err := c.r.ReadBytes('\n')
+	c.nc.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, c.ioErr(context.Background(), op, err)
+	}
+	var resp Response
+	if err := json.Unmarshal(line, &resp); err != nil || resp.OK {
+		return nil, c.broken(fmt.Errorf("callback: %s: unexpected line from %s before the request: %q", op, c.path, line))
+	}
+	c.shut(errors.New(resp.Error))
+	return &resp, responseError(op, &resp)
+}
+
+// readable reports whether the daemon wrote something (or closed its end)
+// that nobody asked for, without blocking.
+func readable(nc *net.UnixConn) bool {
+	rc, err := nc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var rerr error
+	buf := make([]byte, 1)
+	if err := rc.Read(func(fd uintptr) bool {
+		_, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		return false
+	}
+	// n > 0: a line is waiting; n == 0 and no error: the daemon closed.
+	return rerr == nil || !errors.Is(rerr, unix.EAGAIN)
+}
+
+// ioErr closes the connection after a failed write or read and returns
+// the error to report.
 func (c *Client) ioErr(ctx context.Context, op string, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("callback: %s: %w", op, ctx.Err())
+	switch {
+	case ctx.Err() != nil:
+		return c.broken(fmt.Errorf("callback: %s: %w before the reply", op, ctx.Err()))
+	case errors.Is(err, net.ErrClosed):
+		return c.broken(fmt.Errorf("callback: %s: closed by Close", op))
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return c.broken(fmt.Errorf("callback: %s: the daemon closed the connection", op))
 	}
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("callback: %s: the daemon closed the connection", op)
+	return c.broken(fmt.Errorf("callback: %s: %w", op, err))
+}
+
+// broken closes the connection because of err and returns err, also
+// wrapping ErrClosed.
+func (c *Client) broken(err error) error {
+	c.shut(err)
+	return fmt.Errorf("%w (%w)", err, ErrClosed)
+}
+
+// shut closes the connection; later calls fail with cause.
+func (c *Client) shut(cause error) {
+	c.nc.Close()
+	if c.closed == nil {
+		c.closed = &closedError{cause: cause}
 	}
-	return fmt.Errorf("callback: %s: %w", op, err)
 }
 
 // AddOptions are add_lockspace's optional settings.
@@ -164,7 +288,9 @@ func (c *Client) HostStatus(ctx context.Context, name string) ([]HostStatus, err
 // until the daemon has closed the connection and its process is gone, or
 // ctx ends.
 func (c *Client) Shutdown(ctx context.Context, force, wait bool) error {
-	resp, err := c.Do(ctx, Request{Op: OpShutdown, Force: force, Wait: wait})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	resp, err := c.do(ctx, Request{Op: OpShutdown, Force: force, Wait: wait})
 	if err != nil {
 		return err
 	}
@@ -175,6 +301,7 @@ func (c *Client) Shutdown(ctx context.Context, force, wait bool) error {
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
 	_, rerr := io.Copy(io.Discard, c.r)
 	stop()
+	c.shut(errors.New("the daemon shut down"))
 	if ctx.Err() != nil {
 		return fmt.Errorf("callback: shutdown: waiting for the daemon to exit: %w", ctx.Err())
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"time"
 )
@@ -55,11 +56,19 @@ func (c *Client) Send(ctx context.Context, s SendRequest) (*SendReply, error) {
 }
 
 // Registration is a stream of Records for one lockspace, on its own
-// connection to the daemon. Poll Fd for readability, or call Next.
+// connection to the daemon. Poll Fd for readability, or call Next. Use it
+// from one goroutine at a time.
+//
+// A Next whose ctx ends is harmless: a record half read is kept for the
+// next call. Any other failure (an I/O error, a record that cannot be
+// decoded, the daemon closing the connection) ends the registration:
+// the connection is closed and every later Next returns the same error.
 type Registration struct {
 	Lockspace string
 	nc        *net.UnixConn
 	r         *bufio.Reader
+	partial   []byte // a record line read in part when a ctx ended
+	err       error  // why the registration ended; nil while it runs
 }
 
 // Register opens a connection to the daemon of runDir and registers for
@@ -74,44 +83,66 @@ func Register(ctx context.Context, runDir, lockspace string) (*Registration, err
 		c.Close()
 		return nil, err
 	}
-	nc, ok := c.nc.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return nil, fmt.Errorf("callback: register: not a unix connection")
-	}
-	return &Registration{Lockspace: lockspace, nc: nc, r: c.r}, nil
+	return &Registration{Lockspace: lockspace, nc: c.nc, r: c.r}, nil
 }
 
 // Next returns the next record, waiting until one arrives or ctx ends.
-// After an "end" record it returns io.EOF.
+// After an "end" record it returns an error wrapping io.EOF.
 func (g *Registration) Next(ctx context.Context) (Record, error) {
-	stop := context.AfterFunc(ctx, func() { g.nc.SetReadDeadline(time.Unix(1, 0)) })
+	if g.err != nil {
+		return Record{}, g.err
+	}
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		g.nc.SetReadDeadline(time.Unix(1, 0))
+		close(fired)
+	})
 	defer func() {
 		if !stop() {
+			<-fired
 			g.nc.SetReadDeadline(time.Time{})
 		}
 	}()
 	line, err := g.r.ReadBytes('\n')
+	if len(g.partial) > 0 {
+		line = append(g.partial, line...)
+		g.partial = nil
+	}
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			g.partial = line // keep what was read for the next call
 			return Record{}, ctx.Err()
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-			return Record{}, fmt.Errorf("callback: registration for %s: the daemon closed the connection: %w", g.Lockspace, io.EOF)
+		if errors.Is(err, net.ErrClosed) {
+			return Record{}, g.end(fmt.Errorf("callback: registration for %s: %w", g.Lockspace, ErrClosed))
 		}
-		return Record{}, fmt.Errorf("callback: registration for %s: %w", g.Lockspace, err)
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			return Record{}, g.end(fmt.Errorf("callback: registration for %s: the daemon closed the connection: %w", g.Lockspace, io.EOF))
+		}
+		return Record{}, g.end(fmt.Errorf("callback: registration for %s: %w", g.Lockspace, err))
 	}
 	var rec Record
 	if err := json.Unmarshal(line, &rec); err != nil {
-		return Record{}, fmt.Errorf("callback: registration for %s: bad record: %w", g.Lockspace, err)
+		return Record{}, g.end(fmt.Errorf("callback: registration for %s: bad record: %w", g.Lockspace, err))
 	}
 	return rec, nil
+}
+
+// end closes the connection; err is returned by this and every later
+// Next.
+func (g *Registration) end(err error) error {
+	g.nc.Close()
+	g.err = err
+	return err
 }
 
 // Buffered reports whether a record is already buffered, so Next returns
 // without reading the connection. Pollers must check it before poll(2)
 // on Fd.
-func (g *Registration) Buffered() bool { return g.r.Buffered() > 0 }
+func (g *Registration) Buffered() bool { return g.err == nil && g.r.Buffered() > 0 }
 
 // Fd returns the connection's file descriptor for poll(2)/epoll: it is
 // readable when a record arrives. Read records with Next only.
@@ -125,5 +156,6 @@ func (g *Registration) Fd() (uintptr, error) {
 	return fd, err
 }
 
-// Close ends the registration.
+// Close ends the registration; it may be called while Next waits. Later
+// calls to Next return an error wrapping ErrClosed.
 func (g *Registration) Close() error { return g.nc.Close() }

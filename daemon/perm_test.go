@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -30,6 +31,8 @@ func TestMain(m *testing.M) {
 // helperResult is what peerHelper prints.
 type helperResult struct {
 	DialErr   string `json:"dial_err,omitempty"`
+	DialPerm  bool   `json:"dial_perm,omitempty"` // DialErr wraps ErrPermission
+	DialNone  bool   `json:"dial_none,omitempty"` // DialErr wraps ErrNoDaemon`
 	StatusErr string `json:"status_err,omitempty"`
 	AddCode   string `json:"add_code"`
 	AddErr    string `json:"add_err"`
@@ -48,6 +51,7 @@ func peerHelper(dir string) int {
 	c, err := callback.Dial(ctx, dir)
 	if err != nil {
 		r.DialErr = err.Error()
+		r.DialPerm, r.DialNone = errors.Is(err, callback.ErrPermission), errors.Is(err, callback.ErrNoDaemon)
 		return 0
 	}
 	defer c.Close()
@@ -90,17 +94,7 @@ func TestDaemon_permission(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
 	const group = 54321 // a group nobody has
-	base, err := os.MkdirTemp("", "callback-perm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	helper := filepath.Join(base, "helper")
-	copyFile(t, os.Args[0], helper, 0o755)
-
+	base, helper := helperBinary(t)
 	td := startDaemon(t, newDevices(), func(c *daemon.Config) {
 		c.RunDir = filepath.Join(base, "run")
 		c.SocketMode = 0o666
@@ -126,21 +120,15 @@ func TestDaemon_permission(t *testing.T) {
 			callback.CodeNotJoined, callback.CodePermission},
 		{"nobody with the group as primary", &syscall.Credential{Uid: 65534, Gid: group}, callback.CodeInvalid,
 			callback.CodeNotJoined, callback.CodePermission},
+		// More groups than the first SO_PEERGROUPS buffer holds.
+		{"nobody in 100 groups, the group last", &syscall.Credential{Uid: 65534, Gid: 65534, Groups: append(manyGroups(99), group)},
+			callback.CodeInvalid, callback.CodeNotJoined, callback.CodePermission},
+		{"nobody in 100 other groups", &syscall.Credential{Uid: 65534, Gid: 65534, Groups: manyGroups(100)},
+			callback.CodePermission, callback.CodePermission, callback.CodePermission},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := exec.Command(helper)
-			cmd.Env = append(os.Environ(), helperEnv+"="+td.dir)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: tt.cred}
-			cmd.Stderr = os.Stderr
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("helper: %v\n%s", err, out)
-			}
-			var r helperResult
-			if err := json.Unmarshal(out, &r); err != nil {
-				t.Fatalf("helper output %q: %v", out, err)
-			}
+			r := runHelper(t, helper, td.dir, tt.cred)
 			if r.DialErr != "" || r.StatusErr != "" {
 				t.Fatalf("read-only access failed: %+v", r)
 			}
@@ -153,6 +141,96 @@ func TestDaemon_permission(t *testing.T) {
 			t.Logf("add_lockspace: %s; reset: %s", r.AddErr, r.ResetErr)
 		})
 	}
+}
+
+// runHelper runs the test binary at helper as a client of the daemon of
+// dir, with credentials cred (nil: ours), and returns what it found.
+func runHelper(t *testing.T, helper, dir string, cred *syscall.Credential) helperResult {
+	t.Helper()
+	cmd := exec.Command(helper)
+	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	var r helperResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("helper output %q: %v", out, err)
+	}
+	return r
+}
+
+// manyGroups returns n gids nobody else uses.
+func manyGroups(n int) []uint32 {
+	gs := make([]uint32, n)
+	for i := range gs {
+		gs[i] = 60000 + uint32(i)
+	}
+	return gs
+}
+
+// helperBinary copies the test binary where another uid may run it,
+// under base (mode 0755).
+func helperBinary(t *testing.T) (base, helper string) {
+	t.Helper()
+	base, err := os.MkdirTemp("", "callback-perm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	helper = filepath.Join(base, "helper")
+	copyFile(t, os.Args[0], helper, 0o755)
+	return base, helper
+}
+
+// TestDaemon_socketAccess: a user who may not open the socket is told so,
+// with the socket's owner, group and mode (or the directory it cannot
+// enter) and what to do; not "no daemon".
+func TestDaemon_socketAccess(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	const group = 54321
+	base, helper := helperBinary(t)
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+
+	td := startDaemon(t, newDevices(), func(c *daemon.Config) {
+		c.RunDir = filepath.Join(base, "run")
+		c.Group = fmt.Sprint(group)
+	})
+	if err := os.Chmod(td.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := runHelper(t, helper, td.dir, nobody)
+	if !r.DialPerm || r.DialNone {
+		t.Fatalf("dial as nobody: %+v, want ErrPermission and not ErrNoDaemon", r)
+	}
+	for _, want := range []string{"permission denied", callback.SocketPath(td.dir), "group 54321", "mode 0660", "uid 65534", "--group"} {
+		if !strings.Contains(r.DialErr, want) {
+			t.Errorf("dial error %q does not contain %q", r.DialErr, want)
+		}
+	}
+	t.Logf("socket: %s", r.DialErr)
+
+	// A run directory inside a directory nobody may enter.
+	locked := filepath.Join(base, "locked")
+	if err := os.Mkdir(locked, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	td2 := startDaemon(t, newDevices(), func(c *daemon.Config) {
+		c.RunDir = filepath.Join(locked, "run")
+		c.SocketMode = 0o666
+	})
+	r = runHelper(t, helper, td2.dir, nobody)
+	if !r.DialPerm || !strings.Contains(r.DialErr, "directory "+locked+" is owned by user root") ||
+		!strings.Contains(r.DialErr, "mode 0700") {
+		t.Fatalf("dial through a locked directory: %+v, want ErrPermission naming %s and its mode", r, locked)
+	}
+	t.Logf("directory: %s", r.DialErr)
 }
 
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {

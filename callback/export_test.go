@@ -1,0 +1,4 @@
+package callback
+
+// DialErrorForTest is dialError, for the external tests.
+var DialErrorForTest = dialError
