@@ -345,7 +345,11 @@ func (d *Daemon) finish(err error) {
 		if err == nil {
 			if serr := d.keeper.Stop(true); serr != nil {
 				d.log.Error("watchdog left armed", "err", serr)
+				d.abandonFake()
 			}
+		} else {
+			d.keeper.Stop(false)
+			d.abandonFake()
 		}
 		d.pidFile.Close()
 		d.runErr = err
@@ -354,6 +358,15 @@ func (d *Daemon) finish(err error) {
 		}
 		close(d.done)
 	})
+}
+
+// abandonFake makes a fake watchdog left armed do what the exit of the
+// process does to it: nothing of the daemon may run once Run returned
+// (a real device goes on counting and resets the host).
+func (d *Daemon) abandonFake() {
+	if f, ok := d.wdev.(*watchdog.Fake); ok {
+		f.Abandon()
+	}
 }
 
 // crash simulates the host reset when a fake watchdog fires: every

@@ -14,6 +14,7 @@ import (
 	"github.com/sanlock-msg/sanlock-msg/daemon"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
@@ -268,6 +269,22 @@ func TestDaemon_failed(t *testing.T) {
 	st, err = c.Status(ctx)
 	if err != nil || len(st.Lockspaces) != 0 || st.Watchdog.Feeding {
 		t.Fatalf("after rem: %+v, %v; want no lockspace and still not feeding", st, err)
+	}
+	// The daemon exits leaving its watchdog armed (the host must reset),
+	// and nothing of it runs afterwards: the fake says it was abandoned
+	// armed, and never fires after the test.
+	if err := td.Shutdown(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	<-td.done
+	evs := testimg.ReadWatchdog(t, wdFile)
+	if last := evs[len(evs)-1].What; last != "abandon" {
+		t.Errorf("watchdog events %v, want the last one abandon (left armed)", evs)
+	}
+	for _, e := range evs {
+		if e.What == "close" || e.What == "fire" {
+			t.Errorf("watchdog events %v, want no close (disarm) and no fire", evs)
+		}
 	}
 }
 
