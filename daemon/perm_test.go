@@ -15,6 +15,7 @@ import (
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
 	"github.com/sanlock-msg/sanlock-msg/daemon"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 )
 
 // helperEnv makes the test binary act as a client: TestMain runs
@@ -78,13 +79,7 @@ func peerHelper(dir string) int {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Getuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root to run a client as another uid, and CI=true forbids skipping")
-	}
-	t.Skip("needs root to run a client as another uid")
+	testimg.RequireRoot(t, "to run a client as another uid")
 }
 
 // TestDaemon_permission runs clients as uid 65534 (with and without the

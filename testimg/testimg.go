@@ -49,6 +49,14 @@ func unavailable(t testing.TB, format string, args ...any) {
 	t.Skip(msg)
 }
 
+// RequireRoot skips t unless it runs as root (fails it under CI=true).
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		unavailable(t, "testimg: needs root: %s", why)
+	}
+}
+
 // File creates a sparse file of size bytes in t.TempDir() and returns its
 // path. Lockspace I/O uses O_DIRECT, which tmpfs refuses, so when the
 // temporary directory does not accept O_DIRECT the file is made under
