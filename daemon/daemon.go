@@ -459,7 +459,7 @@ func joinCode(err error) string {
 	case errors.Is(err, leader.ErrMagic), errors.Is(err, leader.ErrVersion), errors.Is(err, leader.ErrName),
 		errors.Is(err, leader.ErrChecksum), errors.Is(err, leader.ErrSectorSize), errors.Is(err, leader.ErrGeometry),
 		errors.Is(err, leader.ErrHostID), errors.Is(err, leader.ErrNameTooLong), errors.Is(err, delta.ErrMisaligned),
-		errors.Is(err, delta.ErrDeviceTooSmall), errors.Is(err, fs.ErrNotExist):
+		errors.Is(err, delta.ErrDeviceTooSmall), errors.Is(err, delta.ErrNotDevice), errors.Is(err, fs.ErrNotExist):
 		return callback.CodeInvalid
 	}
 	return callback.CodeIO

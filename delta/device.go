@@ -51,6 +51,9 @@ var (
 	ErrMisaligned = errors.New("delta: misaligned i/o")
 	// ErrDeviceTooSmall means the device ends before the lockspace area.
 	ErrDeviceTooSmall = errors.New("delta: device too small")
+	// ErrNotDevice means a path is neither a block device nor a regular
+	// file (a directory, a character device, a fifo...).
+	ErrNotDevice = errors.New("not a block device or a regular file")
 )
 
 // IOError records the operation and location of a failed I/O.

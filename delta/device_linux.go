@@ -26,6 +26,14 @@ var _ Device = (*File)(nil)
 // read). For a block device the sector size comes from BLKSSZGET; for a
 // regular file SectorSize returns 0.
 func OpenFile(path string, readOnly bool) (*File, error) {
+	// Say what the path is before O_DIRECT does: opening a directory or a
+	// character device with it fails with EINVAL, which reads as "this
+	// filesystem does not support O_DIRECT".
+	if st, err := os.Stat(path); err == nil {
+		if err := deviceKind(path, st); err != nil {
+			return nil, err
+		}
+	}
 	flag := os.O_RDWR | unix.O_SYNC
 	if readOnly {
 		flag = os.O_RDONLY
@@ -40,20 +48,41 @@ func OpenFile(path string, readOnly bool) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("delta: stat %s: %w", path, err)
 	}
-	switch {
-	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
+	if err := deviceKind(path, st); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.Mode()&os.ModeDevice != 0 {
 		ss, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("delta: %s: BLKSSZGET: %w", path, err)
 		}
 		d.sectorSize, d.block = ss, true
-	case st.Mode().IsRegular():
-	default:
-		f.Close()
-		return nil, fmt.Errorf("delta: %s is neither a block device nor a regular file", path)
 	}
 	return d, nil
+}
+
+// deviceKind returns nil for a block device or a regular file, else an
+// error wrapping ErrNotDevice that says what path is.
+func deviceKind(path string, st os.FileInfo) error {
+	m := st.Mode()
+	var what string
+	switch {
+	case m.IsRegular(), m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
+		return nil
+	case m.IsDir():
+		what = "a directory"
+	case m&os.ModeCharDevice != 0:
+		what = "a character device"
+	case m&os.ModeNamedPipe != 0:
+		what = "a fifo"
+	case m&os.ModeSocket != 0:
+		what = "a socket"
+	default:
+		what = "of type " + m.Type().String()
+	}
+	return fmt.Errorf("delta: %s is %s: %w", path, what, ErrNotDevice)
 }
 
 // ReadAt reads with pread(2).
