@@ -50,7 +50,7 @@ func (d *Daemon) opSend(ctx context.Context, c *Conn, req *callback.Request) *ca
 	}
 	for _, t := range req.Targets {
 		if t < 1 || t > uint64(maxHosts) {
-			return Invalid("targets", fmt.Errorf("daemon: send: target host_id %d out of range 1..%d", t, maxHosts))
+			return Invalid("targets", fmt.Errorf("daemon: send: host id %d out of range 1..%d (max_hosts of lockspace %s)", t, maxHosts, req.Name))
 		}
 	}
 	if req.TimeoutMs < 0 {

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -75,8 +77,10 @@ func (c *command) specFlag(help string) *string {
 	return c.fs.StringP("lockspace", "s", "", help)
 }
 
-// spec parses the -s value. An empty NAME (":0:PATH:OFFSET") is allowed only
-// when allowEmptyName is set; it then means "whatever lockspace is there".
+// spec parses the -s value NAME:HOST_ID:PATH:OFFSET. An empty NAME
+// (":0:PATH:OFFSET") is allowed only when allowEmptyName is set; it then
+// means "whatever lockspace is there". HOST_ID may be 0 (verbs that need
+// a host id use hostSpec) but never more than leader.MaxHostID.
 func (c *command) spec(e *env, s string, allowEmptyName bool) (delta.Spec, bool) {
 	if s == "" {
 		c.usageError(e, "-s NAME:HOST_ID:PATH:OFFSET is required")
@@ -95,19 +99,75 @@ func (c *command) spec(e *env, s string, allowEmptyName bool) (delta.Spec, bool)
 		c.usageError(e, err.Error())
 		return delta.Spec{}, false
 	}
+	if sp.HostID > leader.MaxHostID {
+		c.usageError(e, hostIDRange("-s", sp.HostID, leader.MaxHostID, ""))
+		return delta.Spec{}, false
+	}
 	return sp, true
+}
+
+// hostSpec is spec for the verbs that name one host with -s: HOST_ID
+// must be 1..leader.MaxHostID.
+func (c *command) hostSpec(e *env, s string, allowEmptyName bool) (delta.Spec, bool) {
+	sp, ok := c.spec(e, s, allowEmptyName)
+	if ok && sp.HostID == 0 {
+		c.usageError(e, hostIDRange("-s", 0, leader.MaxHostID, ""))
+		return delta.Spec{}, false
+	}
+	return sp, ok
+}
+
+// hostIDRange is the one usage error for a host id out of range, given
+// with flag (-s or -i): 0 and 2001 read the same everywhere. lockspace,
+// if not empty, names the lockspace whose max_hosts is maxHosts.
+func hostIDRange(flag string, id uint64, maxHosts int, lockspace string) string {
+	msg := fmt.Sprintf("%s: host id %d out of range 1..%d", flag, id, maxHosts)
+	if lockspace != "" {
+		msg += fmt.Sprintf(" (max_hosts of lockspace %s)", lockspace)
+	}
+	return msg
 }
 
 // lockspaceName returns the NAME of a -s value given as NAME or
 // NAME:HOST_ID:PATH:OFFSET (verbs that talk to the daemon need only the
-// name), or prints a usage error.
+// name; the rest must still be valid), or prints a usage error.
 func (c *command) lockspaceName(e *env, s string) (string, bool) {
-	name, _, _ := strings.Cut(s, ":")
-	if name == "" {
+	switch {
+	case s == "":
 		c.usageError(e, "-s NAME is required")
 		return "", false
+	case strings.Contains(s, ":"):
+		sp, ok := c.spec(e, s, false)
+		return sp.Name, ok
 	}
-	return name, true
+	if err := delta.CheckName(s); err != nil {
+		c.usageError(e, fmt.Sprintf("-s %q: %v", s, err))
+		return "", false
+	}
+	return s, true
+}
+
+// parseHostIDs parses -i: "2" or "2,3,7", each 1..leader.MaxHostID, none
+// twice. Its errors are usage errors.
+func parseHostIDs(s string) ([]uint64, error) {
+	if s == "" {
+		return nil, errors.New("-i HOST_ID is required")
+	}
+	var ids []uint64
+	for _, f := range strings.Split(s, ",") {
+		id, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("-i: host id %q is not a number", f)
+		}
+		if id == 0 || id > leader.MaxHostID {
+			return nil, errors.New(hostIDRange("-i", id, leader.MaxHostID, ""))
+		}
+		if slices.Contains(ids, id) {
+			return nil, fmt.Errorf("-i %q: host id %d given twice", s, id)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // geometryFlags are --sector-size (-Z) and --align (-A), named after

@@ -182,3 +182,74 @@ func TestOpenDeviceErrors(t *testing.T) {
 		t.Errorf("directHint(EINVAL) = %v, want the O_DIRECT hint wrapping EINVAL", err)
 	}
 }
+
+// TestHostIDRangeEverywhere: host id 0 and 2001 are the same usage error
+// (exit 2, one line, "host id N out of range 1..2000") in every verb that
+// takes one, with -s or -i, before anything is opened or dialled.
+func TestHostIDRangeEverywhere(t *testing.T) {
+	none := filepath.Join(t.TempDir(), "no-daemon")
+	img := "/nonexistent/img" // never opened: the usage error comes first
+	for _, id := range []string{"0", "2001"} {
+		tests := [][]string{
+			{"read", "-s", "LS:" + id + ":" + img + ":0"},
+			{"add-lockspace", "-s", "LS:" + id + ":" + img + ":0"},
+			{"send", "-s", "LS", "-i", id, "-c", "user0"},
+			{"send", "-s", "LS", "-i", "2," + id, "-c", "user0"},
+			{"reset", "-s", "LS", "-i", id},
+		}
+		if id != "0" { // where HOST_ID is ignored or means "any", 0 is fine
+			tests = append(tests,
+				[]string{"dump", "-s", "LS:" + id + ":" + img + ":0"},
+				[]string{"init", "-s", "LS:" + id + ":" + img + ":0"},
+				[]string{"rem-lockspace", "-s", "LS:" + id + ":" + img + ":0"},
+				[]string{"host-status", "-s", "LS:" + id + ":" + img + ":0"},
+				[]string{"listen", "-s", "LS:" + id + ":" + img + ":0"},
+				[]string{"send", "-s", "LS:" + id + ":" + img + ":0", "-i", "2", "-c", "user0"},
+			)
+		}
+		for _, args := range tests {
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				if args[0] != "dump" && args[0] != "read" && args[0] != "init" {
+					args = append(args, "--run-dir", none) // the verbs that dial
+				}
+				out, errOut, code := runCmd(t, args...)
+				want := ": host id " + id + " out of range 1..2000 (see 'sanlock-msg " + args[0] + " --help')\n"
+				if code != exitUsage || !strings.HasSuffix(errOut, want) || strings.Count(errOut, "\n") != 1 || out != "" {
+					t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and one line ending %q", code, out, errOut, want)
+				}
+			})
+		}
+	}
+}
+
+// TestBadInputEverywhere: other classes of bad input are usage errors
+// that say what is wrong, before anything is opened or dialled.
+func TestBadInputEverywhere(t *testing.T) {
+	none := filepath.Join(t.TempDir(), "no-daemon")
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"send", "-s", "LS", "-i", "2,2", "-c", "user0"}, `-i "2,2": host id 2 given twice`},
+		{[]string{"send", "-s", "LS", "-i", "2,x", "-c", "user0"}, `-i: host id "x" is not a number`},
+		{[]string{"send", "-s", "LS", "-i", "", "-c", "user0"}, "-i HOST_ID is required"},
+		{[]string{"send", "-s", "LS", "-i", "2,3", "-g", "4", "-c", "user0"}, "-g names one target's generation"},
+		{[]string{"send", "-s", "LS", "-i", "2", "-c", "user0", "--seq", "0"}, "--seq 0: seqs start at 1"},
+		{[]string{"send", "-s", "LS", "-i", "2", "-c", "0"}, "code 0 is not a message"},
+		{[]string{"send", "-s", "LS:x", "-i", "2", "-c", "user0"}, "want NAME:HOST_ID:PATH:OFFSET"},
+		{[]string{"send", "-s", strings.Repeat("n", 49), "-i", "2", "-c", "user0"}, "name is 49 bytes, at most 48"},
+		{[]string{"reset", "-s", "LS"}, "-i HOST_ID is required"},
+		{[]string{"listen", "-s", "LS:1:/x"}, "want NAME:HOST_ID:PATH:OFFSET"},
+		{[]string{"host-status", "-s", "LS:1:/x:1T"}, "not a byte count"},
+		{[]string{"rem-lockspace", "-s", strings.Repeat("n", 49)}, "at most 48"},
+		{[]string{"add-lockspace", "-s", "LS:1:/x:0", "-o", "256"}, "io_timeout 256"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			out, errOut, code := runCmd(t, append(tt.args, "--run-dir", none)...)
+			if code != exitUsage || !strings.Contains(errOut, tt.want) || strings.Count(errOut, "\n") != 1 || out != "" {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and one line with %q", code, out, errOut, tt.want)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/sanlock-msg/sanlock-msg/callback"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -104,10 +107,16 @@ func runVersion(ctx context.Context, e *env, args []string) int {
 	return 0
 }
 
-// fail prints "sanlock-msg VERB: err" and returns status 1.
+// fail prints "sanlock-msg VERB: err" and returns status 1, or 2 (a usage
+// error) when the daemon refused a request field's value: the command
+// line was wrong, and nothing was done.
 func fail(e *env, verb string, err error) int {
-	msg := err.Error()
-	msg = strings.TrimSpace(msg)
+	msg := strings.TrimSpace(err.Error())
+	var ce *callback.Error
+	if errors.As(err, &ce) && ce.Code == callback.CodeInvalid && ce.Field != "" {
+		fmt.Fprintf(e.stderr, "sanlock-msg %s: %s (see 'sanlock-msg %s --help')\n", verb, msg, verb)
+		return exitUsage
+	}
 	fmt.Fprintf(e.stderr, "sanlock-msg %s: %s\n", verb, msg)
-	return 1
+	return exitFail
 }

@@ -33,12 +33,9 @@ func runAddLockspace(ctx context.Context, e *env, args []string) int {
 	if done, st := c.parse(e, args); done {
 		return st
 	}
-	sp, ok := c.spec(e, *s, false)
+	sp, ok := c.hostSpec(e, *s, false)
 	if !ok {
 		return exitUsage
-	}
-	if sp.HostID == 0 {
-		return c.usageError(e, "host_id 0: add-lockspace needs the host id to join, 1..2000")
 	}
 	if *io < 1 || *io > 255 {
 		return c.usageError(e, fmt.Sprintf("io_timeout %d: want 1..255 seconds", *io))

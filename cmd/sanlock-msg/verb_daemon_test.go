@@ -81,10 +81,23 @@ func TestDaemonVerbs(t *testing.T) {
 	if st != 0 || !strings.Contains(out, "generation 1") || !strings.Contains(out, "host-b") {
 		t.Fatalf("add-lockspace: exit %d: %s%s", st, out, errOut)
 	}
+	// A lockspace of 250 hosts (4096-byte sectors, align 1M), to check
+	// host ids past its max_hosts, which only the daemon knows.
+	img4k := testimg.File(t, 2<<20)
+	if _, errOut, code := runCmd(t, "init", "-s", "L4:0:"+img4k+":0", "-o", "1", "-Z", "4096", "-A", "1M"); code != 0 {
+		t.Fatalf("init: %s", errOut)
+	}
+	if _, errOut, st := runCmd(t, "add-lockspace", "--run-dir", runDir, "-s", "L4:251:"+img4k+":0", "-o", "1"); st != 2 ||
+		!strings.Contains(errOut, "host_id 251, valid 1..250") {
+		t.Errorf("add-lockspace past max_hosts: exit %d, %q; want a usage error", st, errOut)
+	}
+	if out, errOut, st := runCmd(t, "add-lockspace", "--run-dir", runDir, "-s", "L4:1:"+img4k+":0", "-o", "1"); st != 0 {
+		t.Fatalf("add-lockspace L4: exit %d: %s%s", st, out, errOut)
+	}
 
 	out, errOut, st = runCmd(t, "status", "--run-dir", runDir, "--json")
 	var ds callback.DaemonStatus
-	if st != 0 || json.Unmarshal([]byte(out), &ds) != nil || len(ds.Lockspaces) != 1 || ds.Lockspaces[0].HostID != 2 {
+	if st != 0 || json.Unmarshal([]byte(out), &ds) != nil || len(ds.Lockspaces) != 2 || ds.Lockspaces[1].Name != "LS" || ds.Lockspaces[1].HostID != 2 {
 		t.Fatalf("status --json: exit %d: %s%s", st, out, errOut)
 	}
 	out, _, st = runCmd(t, "status", "--run-dir", runDir)
@@ -112,10 +125,15 @@ func TestDaemonVerbs(t *testing.T) {
 		{"second add", []string{"add-lockspace", "-s", "LS:3:" + img + ":0", "-o", "1"}, 1, "already joined"},
 		{"io_timeout 0", []string{"add-lockspace", "-s", "LS:3:" + img + ":0", "-o", "0"}, 2, "io_timeout 0"},
 		{"no spec", []string{"add-lockspace"}, 2, "required"},
-		{"host_id 0", []string{"add-lockspace", "-s", "LS:0:" + img + ":0"}, 2, "host_id 0"},
+		{"host_id 0", []string{"add-lockspace", "-s", "LS:0:" + img + ":0"}, 2, "-s: host id 0 out of range 1..2000"},
+		{"send past max_hosts", []string{"send", "-s", "L4", "-i", "251", "-c", "user0"}, 2,
+			"host id 251 out of range 1..250 (max_hosts of lockspace L4)"},
+		{"reset past max_hosts", []string{"reset", "-s", "L4", "-i", "251"}, 2,
+			"-i: host id 251 out of range 1..250 (max_hosts of lockspace L4)"},
+		{"reset ourselves", []string{"reset", "-s", "L4", "-i", "1"}, 2, "host 1 is this host"},
 		{"rem unknown", []string{"rem-lockspace", "-s", "NOPE"}, 1, "not joined"},
 		{"host-status unknown", []string{"host-status", "-s", "NOPE"}, 1, "not joined"},
-		{"shutdown refused", []string{"shutdown"}, 1, "lockspaces joined: LS"},
+		{"shutdown refused", []string{"shutdown"}, 1, "lockspaces joined: L4, LS"},
 		{"stray argument", []string{"status", "extra"}, 2, "unexpected argument"},
 	}
 	for _, tt := range tests {
@@ -132,6 +150,9 @@ func TestDaemonVerbs(t *testing.T) {
 
 	if out, errOut, st := runCmd(t, "rem-lockspace", "--run-dir", runDir, "-s", "LS:2:"+img+":0"); st != 0 {
 		t.Fatalf("rem-lockspace: exit %d: %s%s", st, out, errOut)
+	}
+	if out, errOut, st := runCmd(t, "rem-lockspace", "--run-dir", runDir, "-s", "L4"); st != 0 {
+		t.Fatalf("rem-lockspace L4: exit %d: %s%s", st, out, errOut)
 	}
 	if out, errOut, st := runCmd(t, "shutdown", "--run-dir", runDir, "--wait"); st != 0 || !strings.Contains(out, "exited") {
 		t.Fatalf("shutdown --wait: exit %d: %s%s", st, out, errOut)

@@ -45,20 +45,17 @@ func runRead(ctx context.Context, e *env, args []string) int {
 	if done, st := c.parse(e, args); done {
 		return st
 	}
-	sp, ok := c.spec(e, *spec, true)
+	sp, ok := c.hostSpec(e, *spec, true)
 	if !ok {
 		return exitUsage
-	}
-	if sp.HostID == 0 {
-		return c.usageError(e, "host_id 0 in -s: give the host id whose sector to show (1..max_hosts)")
 	}
 	area, closeDev, err := openArea(ctx, sp, geo)
 	if err != nil {
 		return fail(e, "read", err)
 	}
 	defer closeDev()
-	if err := area.Geo.CheckHostID(sp.HostID); err != nil {
-		return fail(e, "read", fmt.Errorf("lockspace %q: %w", area.Name, err))
+	if sp.HostID > uint64(area.Geo.MaxHosts) {
+		return c.usageError(e, hostIDRange("-s", sp.HostID, area.Geo.MaxHosts, area.Name))
 	}
 	buf, err := area.ReadHosts(ctx, sp.HostID, sp.HostID, directReadTimeout)
 	if err != nil {

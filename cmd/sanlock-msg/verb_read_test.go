@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -103,9 +104,11 @@ func TestReadBadInput(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"host_id 0", "LS:0:" + path + ":0", 2, "host_id 0"},
-		{"host_id past max_hosts", "LS:2001:" + path + ":0", 1, "host_id 2001, valid 1..2000"},
-		{"host_id past 250 on 4096/1M", "LS:251:" + path4k + ":0", 1, "host_id 251, valid 1..250"},
+		{"host_id 0", "LS:0:" + path + ":0", 2, "-s: host id 0 out of range 1..2000"},
+		{"host_id past max_hosts", "LS:2001:" + path + ":0", 2, "-s: host id 2001 out of range 1..2000"},
+		{"host_id past 250 on 4096/1M", "LS:251:" + path4k + ":0", 2, "-s: host id 251 out of range 1..250 (max_hosts of lockspace LS)"},
+		{"a directory", "LS:1:" + filepath.Dir(path) + ":0", 1, "is a directory: not a block device or a regular file"},
+		{"a character device", "LS:1:/dev/null:0", 1, "/dev/null is a character device"},
 		{"wrong name", "OTHER:1:" + path + ":0", 1, `not "OTHER"`},
 		{"unaligned offset", "LS:1:" + path + ":10", 1, "not a multiple of 512"},
 		{"offset past the end", "LS:1:" + path + ":2M", 1, "past the end"},

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 )
 
 const remLockspaceAbout = `
@@ -23,13 +22,11 @@ func runRemLockspace(ctx context.Context, e *env, args []string) int {
 		return st
 	}
 	spec := *s
-	switch {
-	case spec == "":
+	if spec == "" {
 		return c.usageError(e, "-s NAME[:HOST_ID:PATH:OFFSET] is required")
-	case strings.Contains(spec, ":"):
-		if _, ok := c.spec(e, spec, false); !ok {
-			return exitUsage
-		}
+	}
+	if _, ok := c.lockspaceName(e, spec); !ok {
+		return exitUsage
 	}
 	cl, err := dialDaemon(ctx, e, *runDir)
 	if err != nil {

@@ -68,13 +68,20 @@ func runReset(ctx context.Context, e *env, args []string) int {
 	if !ok {
 		return exitUsage
 	}
-	if *id == 0 || *id > leader.MaxHostID {
-		return c.usageError(e, fmt.Sprintf("-i HOST_ID is required (1..%d)", leader.MaxHostID))
+	switch {
+	case !c.fs.Changed("host-id"):
+		return c.usageError(e, "-i HOST_ID is required")
+	case *id == 0 || *id > leader.MaxHostID:
+		return c.usageError(e, hostIDRange("-i", *id, leader.MaxHostID, ""))
 	}
 	r := &resetter{e: e, name: name, target: *id, gen: *gen, runDir: callback.ResolveRunDir(*runDir, e.getenv),
 		start: time.Now(), quiet: *asJSON}
 	r.rep = resetReport{Lockspace: name, HostID: *id, Steps: []resetStep{}}
 	err := r.run(ctx, *timeout)
+	var ue usageErr
+	if errors.As(err, &ue) {
+		return c.usageError(e, ue.msg)
+	}
 	r.rep.Fenced = err == nil
 	if *asJSON {
 		if st := jsonOut(e, "reset", r.rep); st != exitOK {
@@ -86,6 +93,12 @@ func runReset(ctx context.Context, e *env, args []string) int {
 	}
 	return exitOK
 }
+
+// usageErr is a usage error that reset finds only once it asked the
+// daemon (a host id past the lockspace's max_hosts): nothing was done.
+type usageErr struct{ msg string }
+
+func (e usageErr) Error() string { return e.msg }
 
 // resetter runs the fencing handshake.
 type resetter struct {
@@ -141,8 +154,11 @@ func (r *resetter) run(ctx context.Context, timeout time.Duration) error {
 	if ls == nil {
 		return fmt.Errorf("%w: lockspace %q is not joined by this daemon", callback.ErrNotJoined, r.name)
 	}
+	if r.target > uint64(ls.MaxHosts) {
+		return usageErr{hostIDRange("-i", r.target, ls.MaxHosts, r.name)}
+	}
 	if ls.HostID == r.target {
-		return fmt.Errorf("host %d is this host", r.target)
+		return usageErr{fmt.Sprintf("-i: host %d is this host", r.target)}
 	}
 	w := time.Duration(st.Watchdog.TimeoutSec * float64(time.Second))
 	if w <= 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
@@ -64,6 +63,9 @@ func runSend(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return c.usageError(e, err.Error())
 	}
+	if *gen != 0 && len(targets) > 1 {
+		return c.usageError(e, "-g names one target's generation: give one -i HOST_ID")
+	}
 	if *code == "" {
 		return c.usageError(e, "-c CODE is required")
 	}
@@ -71,7 +73,10 @@ func runSend(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return c.usageError(e, strings.TrimPrefix(err.Error(), "leader: "))
 	}
-	if *seq > leader.MaxSeq {
+	switch {
+	case c.fs.Changed("seq") && *seq == 0:
+		return c.usageError(e, "--seq 0: seqs start at 1 (leave --seq out to let the daemon pick the next one)")
+	case *seq > leader.MaxSeq:
 		return c.usageError(e, fmt.Sprintf("--seq %d exceeds 48 bits", *seq))
 	}
 	if *timeout < 0 {
@@ -119,20 +124,4 @@ func statusSuffix(st string) string {
 		return ""
 	}
 	return " " + st
-}
-
-// parseHostIDs parses "2" or "2,3,7".
-func parseHostIDs(s string) ([]uint64, error) {
-	if s == "" {
-		return nil, errors.New("-i HOST_ID is required")
-	}
-	var ids []uint64
-	for _, f := range strings.Split(s, ",") {
-		id, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
-		if err != nil || id == 0 || id > leader.MaxHostID {
-			return nil, fmt.Errorf("bad host id %q: want 1..%d", f, leader.MaxHostID)
-		}
-		ids = append(ids, id)
-	}
-	return ids, nil
 }
