@@ -101,6 +101,9 @@ func parseRequest(line []byte) (req *callback.Request, unknown []string, rerr *r
 		}
 		return nil, unknown, invalid("%v", err)
 	}
+	if len(req.Targets) == 0 {
+		req.Targets = nil // "targets":[] means what no targets means
+	}
 	return req, unknown, nil
 }
 
