@@ -152,6 +152,11 @@ type DaemonStatus struct {
 	HostName   string            `json:"host_name"`
 	Watchdog   WatchdogStatus    `json:"watchdog"`
 	Lockspaces []LockspaceStatus `json:"lockspaces"`
+	// Connections counts the open client connections, registrations
+	// included; ConnectionsRefused, those refused over a cap since the
+	// daemon started.
+	Connections        int   `json:"connections"`
+	ConnectionsRefused int64 `json:"connections_refused"`
 }
 
 // WatchdogStatus describes the daemon's watchdog and the keeper's current

@@ -653,6 +653,7 @@ func (d *Daemon) opStatus(ctx context.Context, c *Conn, req *callback.Request) *
 			Feeding: dec.Feed, Reset: dec.Reset, Decision: dec.String()},
 		Lockspaces: []callback.LockspaceStatus{},
 	}
+	st.Connections, st.ConnectionsRefused = d.srv.Stats()
 	d.mu.Lock()
 	for _, m := range d.members {
 		st.Lockspaces = append(st.Lockspaces, d.lockspaceStatusLocked(m))

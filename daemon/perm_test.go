@@ -26,6 +26,12 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(helperEnv); dir != "" {
 		os.Exit(peerHelper(dir))
 	}
+	if dir := os.Getenv(sendEnv); dir != "" {
+		os.Exit(sendHelper(dir))
+	}
+	if spec := os.Getenv(floodEnv); spec != "" {
+		os.Exit(floodHelper(spec))
+	}
 	os.Exit(m.Run())
 }
 
@@ -77,6 +83,31 @@ func peerHelper(dir string) int {
 	return 0
 }
 
+// sendEnv makes the test binary a sender (sendHelper) to the daemon of
+// its value.
+const sendEnv = "DAEMON_TEST_SEND"
+
+// sendHelper sends, in lockspace LS of the daemon of dir, a user code and
+// then a reset to host 1, and prints the codes of the refusals.
+func sendHelper(dir string) int {
+	var r helperResult
+	defer func() { json.NewEncoder(os.Stdout).Encode(r) }()
+	ctx := context.Background()
+	c, err := callback.Dial(ctx, dir)
+	if err != nil {
+		r.DialErr = err.Error()
+		return 0
+	}
+	defer c.Close()
+	if _, err := c.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{1}, Code: 1 << 16, Wait: true}); err != nil {
+		r.SendCode = callback.CodeOf(err)
+	}
+	if _, err := c.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{1}, Code: 1, Wait: true}); err != nil {
+		r.ResetCode, r.ResetErr = callback.CodeOf(err), err.Error()
+	}
+	return 0
+}
+
 func requireRoot(t *testing.T) {
 	t.Helper()
 	testimg.RequireRoot(t, "to run a client as another uid")
@@ -123,7 +154,7 @@ func TestDaemon_permission(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := runHelper(t, helper, td.dir, tt.cred)
+			r := runHelper(t, helper, helperEnv, td.dir, tt.cred)
 			if r.DialErr != "" || r.StatusErr != "" {
 				t.Fatalf("read-only access failed: %+v", r)
 			}
@@ -138,12 +169,14 @@ func TestDaemon_permission(t *testing.T) {
 	}
 }
 
-// runHelper runs the test binary at helper as a client of the daemon of
-// dir, with credentials cred (nil: ours), and returns what it found.
-func runHelper(t *testing.T, helper, dir string, cred *syscall.Credential) helperResult {
+// runHelper runs the test binary at helper with credentials cred (nil:
+// ours) and the environment variable mode set to dir: peerHelper
+// (helperEnv) or sendHelper (sendEnv) as a client of the daemon of dir.
+// It returns what the helper found.
+func runHelper(t *testing.T, helper, mode, dir string, cred *syscall.Credential) helperResult {
 	t.Helper()
 	cmd := exec.Command(helper)
-	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
+	cmd.Env = append(os.Environ(), mode+"="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
@@ -200,7 +233,7 @@ func TestDaemon_socketAccess(t *testing.T) {
 	if err := os.Chmod(td.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r := runHelper(t, helper, td.dir, nobody)
+	r := runHelper(t, helper, helperEnv, td.dir, nobody)
 	if !r.DialPerm || r.DialNone {
 		t.Fatalf("dial as nobody: %+v, want ErrPermission and not ErrNoDaemon", r)
 	}
@@ -220,7 +253,7 @@ func TestDaemon_socketAccess(t *testing.T) {
 		c.RunDir = filepath.Join(locked, "run")
 		c.SocketMode = 0o666
 	})
-	r = runHelper(t, helper, td2.dir, nobody)
+	r = runHelper(t, helper, helperEnv, td2.dir, nobody)
 	if !r.DialPerm || !strings.Contains(r.DialErr, "directory "+locked+" is owned by user root") ||
 		!strings.Contains(r.DialErr, "mode 0700") {
 		t.Fatalf("dial through a locked directory: %+v, want ErrPermission naming %s and its mode", r, locked)

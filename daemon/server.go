@@ -142,6 +142,7 @@ type Server struct {
 	perUID   map[uint32]int // open connections by peer uid
 	refused  int            // connections refused since the last log line
 	loggedAt time.Time      // when refusals were last logged
+	refusals int64          // connections refused since Listen
 }
 
 // Listen creates the socket at cfg.Path, with cfg.Mode and group cfg.GID.
@@ -208,6 +209,14 @@ func removeStale(path string) error {
 	return nil
 }
 
+// Stats returns the number of open connections and of connections
+// refused over a cap since Listen.
+func (s *Server) Stats() (open int, refused int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns), s.refusals
+}
+
 // Path returns the socket path.
 func (s *Server) Path() string { return s.cfg.Path }
 
@@ -265,12 +274,12 @@ func (s *Server) acceptLoop() {
 // nil.
 func (s *Server) overLimitLocked(p Peer) error {
 	if n := s.perUID[p.UID]; n >= s.cfg.MaxConnsPerUID {
-		return fmt.Errorf("%w: uid %d has %d connections open, the most one user may have; close some (listeners count too)",
-			callback.ErrLimit, p.UID, n)
+		return fmt.Errorf("uid %d has %d connections open, the most one user may have; close some (listeners count too)",
+			p.UID, n)
 	}
 	if p.UID != 0 && len(s.conns) >= s.cfg.MaxConns {
-		return fmt.Errorf("%w: the daemon has %d connections open, the most it accepts from users other than root; try again later",
-			callback.ErrLimit, len(s.conns))
+		return fmt.Errorf("the daemon has %d connections open, the most it accepts from users other than root; try again later",
+			len(s.conns))
 	}
 	return nil
 }
@@ -279,6 +288,7 @@ func (s *Server) overLimitLocked(p Peer) error {
 // refusalLogEvery with the count of those not logged.
 func (s *Server) noteRefusalLocked(p Peer, err error) {
 	s.refused++
+	s.refusals++
 	now := time.Now()
 	if now.Sub(s.loggedAt) < refusalLogEvery {
 		return

@@ -38,6 +38,7 @@ func runStatus(ctx context.Context, e *env, args []string) int {
 	now := time.Now()
 	fmt.Fprintf(e.stdout, "daemon pid %d version %s run_dir %s host_name %s\n", st.PID, st.Version, st.RunDir, st.HostName)
 	fmt.Fprintf(e.stdout, "watchdog %s timeout %gs: %s\n", st.Watchdog.Device, st.Watchdog.TimeoutSec, st.Watchdog.Decision)
+	fmt.Fprintf(e.stdout, "clients %d connected, %d refused over a connection cap since start\n", st.Connections, st.ConnectionsRefused)
 	if len(st.Lockspaces) == 0 {
 		fmt.Fprintln(e.stdout, "no lockspaces")
 		return exitOK
