@@ -11,7 +11,11 @@
 // One JSON object per line in each direction (protocol.go): a Request with
 // the protocol version V and an Op, answered by one Response with OK, and
 // on failure a human-readable Error and a machine-readable Code. The
-// Client maps codes back to sentinel errors:
+// Client numbers its requests and checks that each response echoes the
+// number, and any failure of an exchange (a context that ends mid-request,
+// an I/O error, a bad reply) closes its connection: later calls return
+// ErrClosed, never another call's reply. It maps codes back to sentinel
+// errors:
 //
 //	_, err := c.AddLockspace(ctx, "LS:2:/dev/sdb:0", callback.AddOptions{IOTimeout: time.Second})
 //	if errors.Is(err, callback.ErrBusy) { ... }

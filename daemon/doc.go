@@ -8,16 +8,28 @@
 // # Protocol
 //
 // One JSON object per line in each direction (callback/protocol.go): a
-// Request with the protocol version V and an Op, answered by one Response
-// with OK, and on failure a human-readable Error and a machine-readable
-// Code. A line longer than callback.MaxLine or that is not a JSON request
-// closes that connection; the daemon keeps running.
+// Request with the protocol version V, an Op and an ID, answered by one
+// Response that echoes the ID, with OK, and on failure a human-readable
+// Error and a machine-readable Code. The parser (parse.go) is strict on
+// syntax and lenient on content: every line gets one response line;
+// unknown fields are ignored and unknown ops refused with
+// CodeUnsupported, so that clients and daemons of different ages work
+// together; a line that is not JSON or longer than callback.MaxLine also
+// closes its connection. See docs/protocol.md.
+//
+// # Limits
+//
+// Connections are capped per uid and, for users other than root, in
+// total; a connection over a cap, or one idle too long, gets an error line
+// (CodeLimit) and is closed. The daemon goes on renewing whatever clients
+// do: a listener that never reads only fills its own bounded queue.
 //
 // # Permissions
 //
 // The socket is mode 0660 and belongs to the configured group. On every
-// connection the daemon reads the peer's credentials (SO_PEERCRED and the
-// supplementary groups in /proc/PID/status); state-changing ops are allowed
+// connection the daemon reads the peer's credentials from the kernel
+// (SO_PEERCRED and SO_PEERGROUPS, as they were at connect: not
+// /proc/PID/status, which races with pid reuse); state-changing ops are allowed
 // to root, to the daemon's own uid and to members of its group, and others
 // get callback.ErrPermission. Read-only ops (status, host_status) are open
 // to anyone who can connect.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -29,7 +30,12 @@ anyone who can open the socket may read status. SIGTERM and SIGINT stop
 the daemon when no lockspace is joined; otherwise it refuses and keeps
 running (use 'sanlock-msg shutdown --force'). With --watchdog fake:FILE a
 watchdog fire makes the daemon exit with status 137 instead of resetting
-the host.`
+the host.
+
+Clients are held to --max-conns-per-uid connections each, and users
+other than root to --max-conns in all; past a cap a connection gets an
+error line and is closed, and the daemon goes on renewing. A connection
+that sends no request for --idle-timeout is closed (listeners excepted).`
 
 // pollSetting maps --poll-interval to delta.Config.PollInterval, where 0
 // means the default and a negative value disables polls.
@@ -42,7 +48,7 @@ func pollSetting(d time.Duration) time.Duration {
 
 // runDaemon implements `sanlock-msg daemon`.
 func runDaemon(ctx context.Context, e *env, args []string) int {
-	c := newCommand("daemon", "[--run-dir DIR] [-D] [-e HOST_NAME] [--watchdog none|fake:FILE|PATH] [--watchdog-timeout 60s] [--group G] [--socket-mode 0660] [--poll-interval 250ms]", daemonAbout)
+	c := newCommand("daemon", "[--run-dir DIR] [-D] [-e HOST_NAME] [--watchdog none|fake:FILE|PATH] [--watchdog-timeout 60s] [--group G] [--socket-mode 0660] [--poll-interval 250ms] [--max-conns N] [--max-conns-per-uid N] [--idle-timeout D]", daemonAbout)
 	runDir := c.runDirFlag()
 	c.fs.BoolP("debug", "D", false, "accepted for sanlock habits; the daemon always runs in the foreground")
 	hostName := c.fs.StringP("host-name", "e", "", "host name written into our sectors (default: a new random UUID.nodename at each start, as sanlock; give the same name to reacquire quickly after a crash)")
@@ -51,8 +57,19 @@ func runDaemon(ctx context.Context, e *env, args []string) int {
 	group := c.fs.String("group", "", "group (name or gid) allowed to change the daemon's state; the socket's group (default: the daemon's gid)")
 	mode := c.fs.String("socket-mode", "0660", "permission bits of the socket, in octal")
 	poll := c.fs.Duration("poll-interval", delta.DefaultPollInterval, "idle message poll between renewals; stretched on big areas so reads stay within sanlock's; 0 or negative: renewals only, as sanlock (slow messages)")
+	maxConns := c.fs.Int("max-conns", daemon.DefaultMaxConns, "most client connections of all users but root together")
+	maxPerUID := c.fs.Int("max-conns-per-uid", daemon.DefaultMaxConnsPerUID, "most client connections of one user, root included (listeners count)")
+	idle := c.fs.Duration("idle-timeout", daemon.DefaultIdleTimeout, "close a client connection that sends no request for this long (listeners excepted)")
 	if done, st := c.parse(e, args); done {
 		return st
+	}
+	switch {
+	case *maxConns < 1:
+		return c.usageError(e, fmt.Sprintf("--max-conns %d: want at least 1", *maxConns))
+	case *maxPerUID < 1:
+		return c.usageError(e, fmt.Sprintf("--max-conns-per-uid %d: want at least 1", *maxPerUID))
+	case *idle < time.Second:
+		return c.usageError(e, fmt.Sprintf("--idle-timeout %v: want at least 1s", *idle))
 	}
 	m, err := strconv.ParseUint(*mode, 8, 32)
 	if err != nil || m > 0o777 {
@@ -72,6 +89,9 @@ func runDaemon(ctx context.Context, e *env, args []string) int {
 		Logger:          log,
 		Version:         version,
 		PollInterval:    pollSetting(*poll),
+		MaxConns:        *maxConns,
+		MaxConnsPerUID:  *maxPerUID,
+		IdleTimeout:     *idle,
 	})
 	if err != nil {
 		return fail(e, "daemon", err)

@@ -28,7 +28,7 @@ never modified. --all lists every sector.
 
 NAME must be the lockspace's name (checked against host 1's sector); an
 empty NAME (-s :0:PATH:OFFSET) dumps whatever lockspace is there, as sanlock
-does. HOST_ID is ignored. The geometry comes from host 1's sector; if that
+does. HOST_ID is ignored (0..2000). The geometry comes from host 1's sector; if that
 sector is damaged, give --sector-size and --align to dump the area anyway.
 
 Columns: offset, lockspace, resource (the owner's host name), timestamp,
