@@ -243,6 +243,10 @@ func TestBadInputEverywhere(t *testing.T) {
 		{[]string{"host-status", "-s", "LS:1:/x:1T"}, "not a byte count"},
 		{[]string{"rem-lockspace", "-s", strings.Repeat("n", 49)}, "at most 48"},
 		{[]string{"add-lockspace", "-s", "LS:1:/x:0", "-o", "256"}, "io_timeout 256"},
+		{[]string{"reset", "-s", "LS", "-i", "2", "--timeout", "-1s"}, "--timeout must not be negative"},
+		{[]string{"shutdown", "--timeout", "0s"}, "--timeout must be positive"},
+		{[]string{"send", "-s", "LS", "-i", "2", "-c", "user0", "--timeout", "-1s"}, "--timeout must not be negative"},
+		{[]string{"listen", "-s", "LS", "--count", "-1"}, "--count must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -69,6 +69,8 @@ func runReset(ctx context.Context, e *env, args []string) int {
 		return exitUsage
 	}
 	switch {
+	case *timeout < 0:
+		return c.usageError(e, "--timeout must not be negative")
 	case !c.fs.Changed("host-id"):
 		return c.usageError(e, "-i HOST_ID is required")
 	case *id == 0 || *id > leader.MaxHostID:

@@ -23,6 +23,9 @@ func runShutdown(ctx context.Context, e *env, args []string) int {
 	if done, st := c.parse(e, args); done {
 		return st
 	}
+	if *timeout <= 0 {
+		return c.usageError(e, "--timeout must be positive")
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	cl, err := dialDaemon(ctx, e, *runDir)
