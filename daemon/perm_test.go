@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 type helperResult struct {
 	DialErr   string `json:"dial_err,omitempty"`
 	DialPerm  bool   `json:"dial_perm,omitempty"` // DialErr wraps ErrPermission
-	DialNone  bool   `json:"dial_none,omitempty"` // DialErr wraps ErrNoDaemon`
+	DialNone  bool   `json:"dial_none,omitempty"` // DialErr wraps ErrNoDaemon
 	StatusErr string `json:"status_err,omitempty"`
 	AddCode   string `json:"add_code"`
 	AddErr    string `json:"add_err"`
@@ -55,17 +55,15 @@ func peerHelper(dir string) int {
 	var r helperResult
 	defer func() { json.NewEncoder(os.Stdout).Encode(r) }()
 	ctx := context.Background()
-	c, err := callback.Dial(ctx, dir)
-	if err != nil {
-		r.DialErr = err.Error()
-		r.DialPerm, r.DialNone = errors.Is(err, callback.ErrPermission), errors.Is(err, callback.ErrNoDaemon)
+	c := helperDial(dir, &r)
+	if c == nil {
 		return 0
 	}
 	defer c.Close()
 	if _, err := c.Status(ctx); err != nil {
 		r.StatusErr = err.Error()
 	}
-	_, err = c.AddLockspace(ctx, "LS:0:img:0", callback.AddOptions{})
+	_, err := c.AddLockspace(ctx, "LS:0:img:0", callback.AddOptions{})
 	var e *callback.Error
 	if errors.As(err, &e) {
 		r.AddCode, r.AddErr = e.Code, e.Error()
@@ -83,6 +81,18 @@ func peerHelper(dir string) int {
 	return 0
 }
 
+// helperDial connects to the daemon of dir, or notes in r why it could
+// not and returns nil.
+func helperDial(dir string, r *helperResult) *callback.Client {
+	c, err := callback.Dial(context.Background(), dir)
+	if err != nil {
+		r.DialErr = err.Error()
+		r.DialPerm, r.DialNone = errors.Is(err, callback.ErrPermission), errors.Is(err, callback.ErrNoDaemon)
+		return nil
+	}
+	return c
+}
+
 // sendEnv makes the test binary a sender (sendHelper) to the daemon of
 // its value.
 const sendEnv = "DAEMON_TEST_SEND"
@@ -93,9 +103,8 @@ func sendHelper(dir string) int {
 	var r helperResult
 	defer func() { json.NewEncoder(os.Stdout).Encode(r) }()
 	ctx := context.Background()
-	c, err := callback.Dial(ctx, dir)
-	if err != nil {
-		r.DialErr = err.Error()
+	c := helperDial(dir, &r)
+	if c == nil {
 		return 0
 	}
 	defer c.Close()

@@ -136,57 +136,47 @@ func TestFakeSetTimeoutRestartsCountdown(t *testing.T) {
 	}
 }
 
-func TestFakeCloseDisarms(t *testing.T) {
-	f, clk, path := openFake(t, 10*time.Second)
-	f.OnFire = func() { t.Error("OnFire called after Close") }
-	clk.Advance(5 * time.Second)
-	if err := f.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
+// TestFakeEnd: Close disarms a Fake; Abandon (its process exits while it
+// is armed) says so. Either way it then does nothing more: no fire, no
+// OnFire, and later calls fail as closed.
+func TestFakeEnd(t *testing.T) {
+	tests := []struct {
+		name string
+		end  func(*watchdog.Fake) error
+		want string
+	}{
+		{"close", (*watchdog.Fake).Close, "close"},
+		{"abandon", (*watchdog.Fake).Abandon, "abandon"},
 	}
-	if err := f.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	clk.Advance(time.Hour)
-	var got []string
-	for _, e := range readEvents(t, path) {
-		got = append(got, e.what)
-	}
-	if want := []string{"open timeout=10", "close"}; !slices.Equal(got, want) {
-		t.Errorf("events = %q, want %q", got, want)
-	}
-	if err := f.Keepalive(); !errors.Is(err, os.ErrClosed) {
-		t.Errorf("Keepalive after Close = %v, want os.ErrClosed", err)
-	}
-	if err := f.Keepalive(); err == nil || !strings.HasPrefix(err.Error(), "watchdog: ") {
-		t.Errorf("error %q lacks the watchdog: prefix", err)
-	}
-}
-
-// TestFakeAbandon: a Fake abandoned while armed (its process exits)
-// says so and then does nothing more: no fire, no OnFire.
-func TestFakeAbandon(t *testing.T) {
-	f, clk, path := openFake(t, 10*time.Second)
-	f.OnFire = func() { t.Error("OnFire called after Abandon") }
-	clk.Advance(5 * time.Second)
-	if err := f.Abandon(); err != nil {
-		t.Fatalf("Abandon: %v", err)
-	}
-	if err := f.Abandon(); err != nil {
-		t.Errorf("second Abandon: %v", err)
-	}
-	if err := f.Close(); err != nil {
-		t.Errorf("Close after Abandon: %v", err)
-	}
-	clk.Advance(time.Hour)
-	var got []string
-	for _, e := range readEvents(t, path) {
-		got = append(got, e.what)
-	}
-	if want := []string{"open timeout=10", "abandon"}; !slices.Equal(got, want) {
-		t.Errorf("events = %q, want %q", got, want)
-	}
-	if err := f.Keepalive(); !errors.Is(err, os.ErrClosed) {
-		t.Errorf("Keepalive after Abandon = %v, want os.ErrClosed", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, clk, path := openFake(t, 10*time.Second)
+			f.OnFire = func() { t.Error("OnFire called after the end") }
+			clk.Advance(5 * time.Second)
+			if err := tt.end(f); err != nil {
+				t.Fatalf("%s: %v", tt.name, err)
+			}
+			if err := tt.end(f); err != nil {
+				t.Errorf("second %s: %v", tt.name, err)
+			}
+			if err := f.Close(); err != nil {
+				t.Errorf("Close after %s: %v", tt.name, err)
+			}
+			clk.Advance(time.Hour)
+			var got []string
+			for _, e := range readEvents(t, path) {
+				got = append(got, e.what)
+			}
+			if want := []string{"open timeout=10", tt.want}; !slices.Equal(got, want) {
+				t.Errorf("events = %q, want %q", got, want)
+			}
+			if err := f.Keepalive(); !errors.Is(err, os.ErrClosed) {
+				t.Errorf("Keepalive after %s = %v, want os.ErrClosed", tt.name, err)
+			}
+			if err := f.Keepalive(); err == nil || !strings.HasPrefix(err.Error(), "watchdog: ") {
+				t.Errorf("error %q lacks the watchdog: prefix", err)
+			}
+		})
 	}
 }
 
