@@ -692,7 +692,7 @@ func TestDaemonInterop_badInput(t *testing.T) {
 		{"name mismatch", []string{"-s", spec("OTHER", 1, img, 0), "-o", "1"}, 1, "wrong lockspace name"},
 		{"io_timeout 0", []string{"-s", spec("LS", 1, img, 0), "-o", "0"}, 2, "io_timeout 0"},
 		{"no such file", []string{"-s", spec("LS", 1, img+".missing", 0), "-o", "1"}, 1, "no such file"},
-		{"host_id out of range", []string{"-s", spec("LS", 2001, img, 0), "-o", "1"}, 1, "out of range"},
+		{"host_id out of range", []string{"-s", spec("LS", 2001, img, 0), "-o", "1"}, 2, "-s: host id 2001 out of range 1..2000"},
 		{"misaligned offset", []string{"-s", spec("LS", 1, img, 100), "-o", "1"}, 1, "offset 100"},
 	}
 	for _, tt := range tests {

@@ -449,7 +449,7 @@ func TestMessages_badInput(t *testing.T) {
 		{"seq equal", []string{"-i", "2", "-c", "user0", "--seq", "50"}, 1, "seq not greater than the last one sent: 50 <= 50"},
 		{"seq lower", []string{"-i", "2", "-c", "user0", "--seq", "7"}, 1, "7 <= 50"},
 		{"target not live", []string{"-i", "7", "-c", "user0"}, 1, "target host not live: host 7"},
-		{"target out of range", []string{"-i", "2001", "-c", "user0"}, 2, `bad host id "2001": want 1..2000`},
+		{"target out of range", []string{"-i", "2001", "-c", "user0"}, 2, "-i: host id 2001 out of range 1..2000"},
 		{"generation mismatch", []string{"-i", "2", "-g", "9", "-c", "user0"}, 1, "target generation mismatch: host 2 is at generation 1, not 9"},
 		{"to ourselves", []string{"-i", "1", "-c", "user0"}, 1, "cannot send to ourselves"},
 		{"lockspace not joined", []string{"-s", "NOPE", "-i", "2", "-c", "user0"}, 1, `lockspace "NOPE" is not joined`},
