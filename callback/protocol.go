@@ -177,6 +177,22 @@ type LockspaceStatus struct {
 	PollSec     float64   `json:"poll_interval_sec"`
 	// Messages is the message side (nil while joining).
 	Messages *MessageStatus `json:"messages,omitempty"`
+	// Wait is what the lockspace is waiting for right now, if anything:
+	// while joining, the acquire's waits (the previous owner's host_dead
+	// when the host id was last written under another host name, then the
+	// wait before the verify read).
+	Wait *WaitStatus `json:"wait,omitempty"`
+}
+
+// WaitStatus is a wait in progress: why, and until when. Clients poll the
+// status op to show it (sanlock-msg add-lockspace does).
+type WaitStatus struct {
+	// Reason says what the wait is for, in words.
+	Reason string `json:"reason"`
+	// Until is when the wait ends, on the daemon's wall clock.
+	Until time.Time `json:"until"`
+	// LeftSec is the time left when the status was taken, in seconds.
+	LeftSec float64 `json:"left_sec"`
 }
 
 // HostStatus describes one host id of a lockspace as the daemon sees it.

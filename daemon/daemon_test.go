@@ -221,11 +221,20 @@ func TestDaemon_busy(t *testing.T) {
 		cl := c.dial(t)
 		waitState(t, cl, "LS", callback.StateJoining)
 		time.Sleep(500 * time.Millisecond) // into the acquire wait
+		// status says what the join waits for, and until when.
+		st, err := cl.Status(ctx)
+		if err != nil || len(st.Lockspaces) != 1 {
+			t.Fatalf("status while joining: %+v, %v", st, err)
+		}
+		if w := st.Lockspaces[0].Wait; w == nil || !strings.Contains(w.Reason, `"host-a" generation 1`) ||
+			w.LeftSec <= 0 || w.LeftSec > 9 || w.Until.Before(time.Now()) {
+			t.Errorf("status while joining has wait %+v, want host-a's lease watched for up to 9 s", w)
+		}
 		if _, err := cl.RemLockspace(ctx, "LS"); err != nil {
 			t.Fatal(err)
 		}
 		wantCode(t, <-errc, callback.ErrCancelled, callback.CodeCancelled)
-		st, err := cl.Status(ctx)
+		st, err = cl.Status(ctx)
 		if err != nil || len(st.Lockspaces) != 0 {
 			t.Fatalf("status after cancel: %+v, %v", st, err)
 		}
