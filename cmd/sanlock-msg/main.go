@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -28,6 +30,18 @@ type verb struct {
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// term reports whether stderr is a terminal, and its width; nil means
+	// not a terminal (tests). Long waits draw a progress line there.
+	term func() (width int, ok bool)
+}
+
+// stderrTerm is env.term for the process's real stderr.
+func stderrTerm() (int, bool) {
+	ws, err := unix.IoctlGetWinsize(int(os.Stderr.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Col == 0 {
+		return 0, false
+	}
+	return int(ws.Col), true
 }
 
 func verbs() map[string]verb {
@@ -51,7 +65,7 @@ func verbs() map[string]verb {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
+	code := run(ctx, os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, term: stderrTerm})
 	stop()
 	os.Exit(code)
 }
