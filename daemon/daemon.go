@@ -668,6 +668,8 @@ func (d *Daemon) lockspaceStatusLocked(m *member) callback.LockspaceStatus {
 	s.Renewals, s.RenewFails, s.Reads, s.FullScans, s.Writes = ls.Renewals, ls.RenewFails, ls.Reads, ls.FullScans, ls.Writes
 	s.ReadBytes, s.WriteBytes, s.IOTimeouts, s.IOErrors = ls.IO.ReadBytes, ls.IO.WriteBytes, ls.IO.Timeouts, ls.IO.Errors
 	s.MaxReadSec, s.MaxWriteSec, s.PollSec = ls.IO.MaxRead.Seconds(), ls.IO.MaxWrite.Seconds(), ls.PollEvery.Seconds()
+	s.IOReads, s.IOWrites, s.ReadSec, s.WriteSec = ls.IO.Reads, ls.IO.Writes, ls.IO.ReadTime.Seconds(), ls.IO.WriteTime.Seconds()
+	s.LastReadSec, s.LastWriteSec = ls.IO.LastRead.Seconds(), ls.IO.LastWrite.Seconds()
 	s.Messages = m.msg.status()
 	if ls.Err != nil && s.Error == "" {
 		s.Error = ls.Err.Error()

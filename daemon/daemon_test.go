@@ -54,6 +54,10 @@ func TestDaemon_addStatusRem(t *testing.T) {
 	if s.Health != "ok" || s.Renewals < 2 || s.RenewFails != 0 || s.LastRenewalAge > 3 || s.Writes < 2 || s.ReadBytes == 0 {
 		t.Errorf("got lockspace status %+v, want healthy with >= 2 renewals", s)
 	}
+	if s.IOReads < s.Reads || s.IOWrites < s.Writes || s.ReadSec <= 0 || s.WriteSec <= 0 ||
+		s.LastReadSec > s.MaxReadSec || s.LastWriteSec > s.MaxWriteSec || s.ReadSec < s.MaxReadSec {
+		t.Errorf("got I/O latency counters %+v, want every read and write counted with its latency", s)
+	}
 	if got, want := s.Expiry.Sub(s.LastRenewal), 8*time.Second; got != want {
 		t.Errorf("expiry - last renewal = %v, want %v", got, want)
 	}
