@@ -60,6 +60,7 @@ func verbs() map[string]verb {
 		"listen":        {"print the messages that arrive for a lockspace", runListen},
 		"reset":         {"fence a host: WD_RESET, wait for RESETTING, watch it die", runReset},
 		"timeouts":      {"print every timeout derived from io_timeout and the watchdog timeout", runTimeouts},
+		"metrics":       {"print the daemon's counters for Prometheus (node_exporter textfile)", runMetrics},
 	}
 }
 
