@@ -35,13 +35,17 @@ type env struct {
 	term func() (width int, ok bool)
 }
 
-// stderrTerm is env.term for the process's real stderr.
+// stderrTerm is env.term for the process's real stderr: a terminal if it
+// answers TCGETS, 80 columns wide if it does not say.
 func stderrTerm() (int, bool) {
-	ws, err := unix.IoctlGetWinsize(int(os.Stderr.Fd()), unix.TIOCGWINSZ)
-	if err != nil || ws.Col == 0 {
+	fd := int(os.Stderr.Fd())
+	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
 		return 0, false
 	}
-	return int(ws.Col), true
+	if ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ); err == nil && ws.Col > 0 {
+		return int(ws.Col), true
+	}
+	return 80, true
 }
 
 func verbs() map[string]verb {

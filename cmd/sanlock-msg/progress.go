@@ -67,12 +67,12 @@ func (p *progress) show(now time.Time, w waitInfo) {
 			w.Until.Format("15:04:05"), w.Until.Sub(now).Round(time.Second))
 		return
 	}
-	line := fmt.Sprintf("%s: %s", p.verb, w.What)
+	// The countdown first: a long reason is cut at the terminal's width.
+	clock := countdown(now.Sub(p.start))
 	if !w.Until.IsZero() {
-		line += fmt.Sprintf(" [%s left]", countdown(w.Until.Sub(now)))
-	} else {
-		line += fmt.Sprintf(" [%s]", countdown(now.Sub(p.start)))
+		clock = countdown(w.Until.Sub(now)) + " left"
 	}
+	line := fmt.Sprintf("%s [%s]: %s", p.verb, clock, w.What)
 	fmt.Fprintf(p.e.stderr, "\r\033[K%s", truncate(line, p.width-1))
 	p.drawn = true
 }

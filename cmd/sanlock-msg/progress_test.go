@@ -38,12 +38,12 @@ func TestProgress_terminal(t *testing.T) {
 	e := &env{stderr: &errb, term: func() (int, bool) { return 40, true }}
 	p := newProgress(e, "send", start)
 	p.show(start.Add(1500*time.Millisecond), waitInfo{What: "waiting for host 2", Until: start.Add(70 * time.Second)})
-	if got, want := errb.String(), "\r\033[Ksend: waiting for host 2 [1m09s left]"; got != want {
+	if got, want := errb.String(), "\r\033[Ksend [1m09s left]: waiting for host 2"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	errb.Reset()
 	p.show(start.Add(2*time.Second), waitInfo{What: strings.Repeat("x", 100)})
-	if got := errb.String(); !strings.HasPrefix(got, "\r\033[Ksend: xxx") || !strings.HasSuffix(got, "…") ||
+	if got := errb.String(); !strings.HasPrefix(got, "\r\033[Ksend [2s]: xxx") || !strings.HasSuffix(got, "…") ||
 		len([]rune(got)) != len("\r\033[K")+39 {
 		t.Errorf("long line not cut to the width: %q", got)
 	}
