@@ -170,6 +170,10 @@ func Write(w io.Writer, s Snapshot) error {
 	e.sample("watchdog_reset", nil, bool01(st.Watchdog.Reset))
 	e.family("watchdog_timeout_seconds", gauge, "The watchdog fire timeout W.")
 	e.sample("watchdog_timeout_seconds", nil, st.Watchdog.TimeoutSec)
+	e.family("client_connections", gauge, "Open client connections, listeners included.")
+	e.sample("client_connections", nil, float64(st.Connections))
+	e.family("client_connections_refused_total", counter, "Client connections refused over a connection cap since the daemon started.")
+	e.sample("client_connections_refused_total", nil, float64(st.ConnectionsRefused))
 
 	lss := make([]*callback.LockspaceStatus, len(st.Lockspaces))
 	for i := range st.Lockspaces {

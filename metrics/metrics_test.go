@@ -28,7 +28,8 @@ func snapshot() Snapshot {
 	return Snapshot{
 		Status: &callback.DaemonStatus{
 			PID: 42, Version: "1.0", HostName: "host-a",
-			Watchdog: callback.WatchdogStatus{Device: "fake:/tmp/wd", TimeoutSec: 60, Feeding: true},
+			Watchdog:    callback.WatchdogStatus{Device: "fake:/tmp/wd", TimeoutSec: 60, Feeding: true},
+			Connections: 3, ConnectionsRefused: 12,
 			Lockspaces: []callback.LockspaceStatus{
 				{Name: "WAIT", HostID: 3, State: callback.StateJoining, IOTimeout: 1,
 					Wait: &callback.WaitStatus{Reason: "watching", Until: t0.Add(68 * time.Second), LeftSec: 68}},

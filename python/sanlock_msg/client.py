@@ -47,7 +47,8 @@ class Error(Exception):
 
     code is the protocol's machine-readable class ("permission", "exists",
     "not_joined", "busy", "invalid", "refused", "cancelled", "io",
-    "internal"; "no_daemon" and "protocol" for failures on this side);
+    "unsupported", "limit", "internal"; "no_daemon" and "protocol" for
+    failures on this side);
     op is the request's op. Subclasses match the codes, so callers can
     write `except sanlock_msg.NotJoined:`.
     """
@@ -101,6 +102,18 @@ class StorageError(Error):
     code = "io"
 
 
+class Unsupported(Error):
+    """The daemon does not know the op or the protocol version: it is older
+    than this client."""
+    code = "unsupported"
+
+
+class Limit(Error):
+    """A daemon limit was reached (too many connections, or this one was
+    idle too long); the daemon closed the connection."""
+    code = "limit"
+
+
 class NoDaemon(Error):
     """No daemon answers on the run directory's socket."""
     code = "no_daemon"
@@ -112,7 +125,7 @@ class ProtocolError(Error):
 
 
 _ERRORS = {c.code: c for c in (PermissionDenied, Exists, NotJoined, Busy, Invalid, Refused,
-                                Cancelled, StorageError, NoDaemon, ProtocolError)}
+                                Cancelled, StorageError, Unsupported, Limit, NoDaemon, ProtocolError)}
 
 
 def _error(message, code, op):
@@ -194,11 +207,61 @@ def _connect(path, op, timeout):
     sock.settimeout(timeout)
     try:
         sock.connect(os.path.join(path, SOCKET_NAME))
+    except PermissionError as e:
+        sock.close()
+        raise PermissionDenied("cannot connect to the daemon's socket %s: %s; %s"
+                               % (os.path.join(path, SOCKET_NAME), e.strerror or e,
+                                  _access_hint(os.path.join(path, SOCKET_NAME))), op=op) from None
     except OSError as e:
         sock.close()
         raise NoDaemon("no daemon at %s: %s (is `sanlock-msg daemon` running with this run dir?)"
                        % (os.path.join(path, SOCKET_NAME), e.strerror or e), op=op) from None
     return sock
+
+
+def _access_hint(sock_path):
+    """Say who may open sock_path: its owner, group and mode, or those of
+    the first directory on its way this user may not enter."""
+    import grp
+    import pwd
+    import stat
+
+    def owned(st):
+        try:
+            user = "%s (%d)" % (pwd.getpwuid(st.st_uid).pw_name, st.st_uid)
+        except KeyError:
+            user = str(st.st_uid)
+        return "owned by user %s, group %s, mode %04o" % (user, group(st), stat.S_IMODE(st.st_mode))
+
+    def group(st):
+        try:
+            return grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            return str(st.st_gid)
+
+    who = "this process runs as uid %d gid %d" % (os.getuid(), os.getgid())
+    d = os.path.dirname(os.path.abspath(sock_path))
+    while os.path.dirname(d) != d:
+        parent = os.path.dirname(d)
+        try:
+            os.stat(d)
+        except PermissionError:
+            try:
+                return "directory %s is %s, and %s; run as root or as a user who may enter it" % (
+                    parent, owned(os.stat(parent)), who)
+            except OSError:
+                pass
+        except OSError:
+            pass
+        d = parent
+    try:
+        st = os.stat(sock_path)
+    except OSError:
+        return who
+    g = group(st)
+    return ("the socket is %s, and %s; run as root, as its owner, or as a member of group %s "
+            "(usermod -aG %s USER, then log in again), or start the daemon with another --group "
+            "or --socket-mode" % (owned(st), who, g, g))
 
 
 class Client:
@@ -433,6 +496,8 @@ ERRNOS = {
     "refused": _errno.EBUSY,
     "cancelled": _errno.ECANCELED,
     "io": _errno.EIO,
+    "unsupported": _errno.EOPNOTSUPP,
+    "limit": _errno.EAGAIN,
     "no_daemon": _errno.ECONNREFUSED,
     "protocol": _errno.EPROTO,
     "internal": _errno.EIO,

@@ -135,6 +135,20 @@ class ClientTest(unittest.TestCase):
         self.assertIn("no daemon at", str(cm.exception))
         with self.assertRaises(ValueError):
             sanlock_msg.user(16)
+        with sanlock_msg.Client(self.r1) as c:
+            with self.assertRaises(sanlock_msg.Unsupported) as cm:
+                c.request("frobnicate")  # an op from a newer protocol
+            self.assertEqual(cm.exception.code, "unsupported")
+            self.assertTrue(c.status())  # the connection survives it
+
+    def test_access_hint(self):
+        # What a user who may not open the socket is told (EACCES cannot
+        # happen to root, who runs these tests, so the hint is tested
+        # directly): the socket's owner, group and mode, and what to do.
+        from sanlock_msg import client
+        hint = client._access_hint(os.path.join(self.r1, "sanlock-msg.sock"))
+        for want in ("the socket is owned by user", "mode 0660", "--group"):
+            self.assertIn(want, hint)
 
     def test_run_dir_from_environment(self):
         old = os.environ.get(sanlock_msg.ENV_RUN_DIR)
