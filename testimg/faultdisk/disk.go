@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -140,7 +141,7 @@ func usable() error {
 		return nil
 	}
 	for _, bin := range []string{"fusermount3", "fusermount"} {
-		if _, err := lookPath(bin); err == nil {
+		if _, err := exec.LookPath(bin); err == nil {
 			return nil
 		}
 	}

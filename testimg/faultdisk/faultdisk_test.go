@@ -206,6 +206,26 @@ func TestFaults(t *testing.T) {
 	})
 }
 
+// TestParallelWrites: while one host's write hangs, other hosts' writes to
+// other sectors of the image complete (the kernel would otherwise hold the
+// file's lock across the hung write).
+func TestParallelWrites(t *testing.T) {
+	d := faultdisk.Mount(t, 1<<20)
+	d.Inject(delta.Fault{Kind: delta.FaultHang, Op: "write", Off: 0, End: 512})
+	t.Cleanup(d.Heal)
+	hung := open(t, d.Path)
+	go hung.Write(context.Background(), 0, sector(9), time.Minute)
+	waitFor(t, "the write of sector 0 to hang", func() bool { return d.Hung() == 1 })
+	for i := int64(1); i <= 3; i++ {
+		o := open(t, d.Path) // another host
+		if err := o.Write(context.Background(), i*512, sector(byte(i)), 2*time.Second); err != nil {
+			t.Errorf("write of sector %d while sector 0's hangs: %v", i, err)
+		}
+	}
+	d.Heal()
+	waitFor(t, "the hung write to land", func() bool { return d.Bytes(0, 1)[0] == 9 })
+}
+
 // TestKillHung: a process whose read hangs can be killed; its I/O
 // finishes when the hang is released, and the log marks it abandoned.
 func TestKillHung(t *testing.T) {

@@ -57,9 +57,12 @@ var (
 )
 
 // Open answers FOPEN_DIRECT_IO: every read and write comes to us, none is
-// served from the page cache (see the package doc).
+// served from the page cache (see the package doc). FOPEN_PARALLEL_DIRECT_WRITES
+// lets writes to different sectors be in flight together, as on a disk:
+// without it the kernel holds the file's inode lock for the whole of each
+// write, so one slow or hung write would stall every other host's.
 func (n *imageNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return nil, fuse.FOPEN_DIRECT_IO, 0
+	return nil, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_PARALLEL_DIRECT_WRITES, 0
 }
 
 func (n *imageNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

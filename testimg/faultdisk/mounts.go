@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -131,5 +130,3 @@ func dying(tid uint32) bool {
 	}
 	return false
 }
-
-func lookPath(bin string) (string, error) { return exec.LookPath(bin) }
