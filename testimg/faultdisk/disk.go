@@ -44,6 +44,9 @@ type Disk struct {
 	Path string
 	// CtlPath is the control file, MountPoint/ctl.
 	CtlPath string
+	// BusyTimeout is how long Close keeps trying to unmount a busy mount
+	// before it detaches it and aborts the connection (default 10 s).
+	BusyTimeout time.Duration
 
 	img   *memImage
 	fault *delta.FaultDevice
@@ -245,9 +248,10 @@ func (d *Disk) Bytes(off int64, n int) []byte {
 	return append([]byte(nil), d.img.data[off:off+int64(n)]...)
 }
 
-// Close heals the disk and unmounts it. If it is still busy after 10 s it
-// is detached lazily and its FUSE connection is aborted, so that nothing
-// can stay blocked on it. Close is idempotent.
+// Close heals the disk and unmounts it. If it is still busy after
+// BusyTimeout it is detached lazily and its FUSE connection is aborted, so
+// that nothing can stay blocked on it, and Close returns an error naming
+// the processes that still had it open. Close is idempotent.
 func (d *Disk) Close() error {
 	d.mu.Lock()
 	if d.closed || d.srv == nil {
@@ -258,18 +262,18 @@ func (d *Disk) Close() error {
 	d.closed = true
 	d.mu.Unlock()
 	d.Heal()
-	done := make(chan error, 1)
-	go func() { done <- d.srv.Unmount() }()
-	var err error
-	select {
-	case err = <-done:
-		if err == nil {
-			return nil
-		}
-	case <-time.After(10 * time.Second):
-		err = errors.New("unmount did not finish in 10 s")
+	limit := d.BusyTimeout
+	if limit <= 0 {
+		limit = 10 * time.Second
+	}
+	err := d.unmount(limit)
+	if err == nil {
+		return nil
 	}
 	// Busy: a process still has the image open, or a request is stuck.
+	if h := holders(d.MountPoint); h != "" {
+		err = fmt.Errorf("%w (open by %s)", err, h)
+	}
 	derr := unix.Unmount(d.MountPoint, unix.MNT_DETACH)
 	aerr := abortConn(d.conn)
 	waited := make(chan struct{})
@@ -281,6 +285,36 @@ func (d *Disk) Close() error {
 	}
 	return fmt.Errorf("faultdisk: %s was busy (unmount: %v); detached lazily (%v) and connection %d aborted (%v)",
 		d.MountPoint, err, derr, d.conn, aerr)
+}
+
+// unmount unmounts the disk and waits for the server to stop, trying for
+// up to limit while the mount is busy: the kernel keeps a FUSE mount busy
+// until the server has answered the RELEASE of its last open file, which
+// comes asynchronously after the last process closed it (or exited).
+func (d *Disk) unmount(limit time.Duration) error {
+	if os.Geteuid() != 0 {
+		// Mounted through fusermount, which go-fuse calls to unmount.
+		return d.srv.Unmount()
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		err := unix.Unmount(d.MountPoint, 0)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("umount %s: %w", d.MountPoint, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waited := make(chan struct{})
+	go func() { d.srv.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		return nil
+	case <-time.After(time.Until(deadline) + time.Second):
+		return errors.New("the server did not stop after the unmount")
+	}
 }
 
 // io runs one request through the faults. While it waits, it watches the

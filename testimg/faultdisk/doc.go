@@ -55,10 +55,11 @@
 //
 // Mount registers Close with t.Cleanup: Close heals (every fault removed,
 // every hung I/O released), unmounts, and if the mount is still busy after
-// 10 s (a process the test failed to stop still has the image open)
-// detaches it lazily and aborts the FUSE connection through
-// /sys/fs/fuse/connections/N/abort (mounting fusectl if needed), which
-// fails every pending and later request of that connection. Tests that
+// 10 s (a process the test failed to stop still has the image open) fails
+// the test naming that process, detaches the mount lazily and aborts the
+// FUSE connection through /sys/fs/fuse/connections/N/abort (mounting
+// fusectl if needed), which fails every pending and later request of that
+// connection. Tests that
 // start processes on the disk must end its hangs before stopping them:
 // register t.Cleanup(d.Heal) after starting them (cleanups run last in,
 // first out).

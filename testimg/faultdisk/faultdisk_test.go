@@ -355,6 +355,52 @@ func TestLoop(t *testing.T) {
 	}
 }
 
+// TestCloseBusy: a process that keeps the image open does not make Close
+// hang: after BusyTimeout the mount is detached and the connection
+// aborted, the error names the process, and its next read fails.
+func TestCloseBusy(t *testing.T) {
+	d := faultdisk.Mount(t, 1<<20)
+	f, err := os.Open(d.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A child holds the image open (as its stdin) and reads it on demand.
+	holder := exec.Command("sh", "-c", "read x <&3; dd bs=512 count=1 2>&1 >/dev/null; echo rc=$?")
+	holder.Stdin = f
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder.ExtraFiles = []*os.File{pr}
+	var out bytes.Buffer
+	holder.Stdout = &out
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	f.Close()
+	pr.Close()
+
+	d.BusyTimeout = 300 * time.Millisecond
+	start := time.Now()
+	err = d.Close()
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("open by pid %d (sh)", holder.Process.Pid)) {
+		t.Errorf("Close of a busy disk: %v; want an error naming pid %d (sh)", err, holder.Process.Pid)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Close of a busy disk took %v", took)
+	}
+	if mounted(d.MountPoint) {
+		t.Errorf("%s still mounted after Close", d.MountPoint)
+	}
+	fmt.Fprintln(pw, "go")
+	pw.Close()
+	holder.Wait()
+	if !strings.Contains(out.String(), "rc=1") {
+		t.Errorf("the holder's read after the abort: %q, want a failure", out.String())
+	}
+}
+
 // TestStaleMountSwept: a serving process that dies with a read hung on
 // its disk frees the reader at once (the kernel aborts the connection),
 // and leaves a dead mount that the next Mount detaches.

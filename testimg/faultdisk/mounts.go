@@ -103,6 +103,28 @@ func abortConn(conn uint32) error {
 	return nil
 }
 
+// holders names the processes that have a file under dir open, for the
+// error of a busy unmount: "pid 123 (sanlock), pid 456 (sanlock-msg)".
+func holders(dir string) string {
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	seen := map[string]bool{}
+	var hs []string
+	for _, fd := range fds {
+		target, err := os.Readlink(fd)
+		if err != nil || !strings.HasPrefix(target, dir+"/") {
+			continue
+		}
+		pid := strings.Split(fd, "/")[2]
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+		hs = append(hs, fmt.Sprintf("pid %s (%s)", pid, strings.TrimSpace(string(comm))))
+	}
+	return strings.Join(hs, ", ")
+}
+
 // dying reports whether thread tid is gone, a zombie, or has SIGKILL
 // pending: its FUSE request must be answered for it to finish dying.
 func dying(tid uint32) bool {
