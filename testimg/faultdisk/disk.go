@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -170,9 +171,10 @@ func New(dir string, size int64) (*Disk, error) {
 		MountOptions: fuse.MountOptions{
 			FsName: fmt.Sprintf("%s%d", fsNamePrefix, os.Getpid()),
 			Name:   subtype,
-			// As root, mount(2) directly: no fusermount needed.
-			DirectMount: os.Geteuid() == 0,
-			AllowOther:  os.Geteuid() == 0,
+			// As root, mount(2) directly: no fusermount needed (and no
+			// fallback to it, which would fork under mountNoLeak's lock).
+			DirectMountStrict: os.Geteuid() == 0,
+			AllowOther:        os.Geteuid() == 0,
 			// One request per lockspace read (sanlock reads 1 MiB).
 			MaxWrite: 1 << 20,
 			// io_submit queues, a real disk's way (see the package doc).
@@ -183,7 +185,7 @@ func New(dir string, size int64) (*Disk, error) {
 		},
 		EntryTimeout: &sec, AttrTimeout: &sec,
 	}
-	srv, err := fs.Mount(dir, root, opts)
+	srv, err := mountNoLeak(dir, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount on %s: %w", dir, err)
 	}
@@ -197,6 +199,38 @@ func New(dir string, size int64) (*Disk, error) {
 	// minor.
 	d.conn = unix.Minor(st.Dev)
 	return d, nil
+}
+
+// mountNoLeak mounts root on dir and makes sure that no child process
+// inherits the connection's /dev/fuse descriptor. go-fuse opens it without
+// O_CLOEXEC when it mounts directly; a daemon that a parallel test starts
+// from this process would then keep the connection alive (a crash of the
+// test binary would no longer abort it). The fork lock is held from the
+// open until CLOEXEC is set, as syscall.ForkLock's doc asks of code that
+// cannot open with O_CLOEXEC.
+func mountNoLeak(dir string, root fs.InodeEmbedder, opts *fs.Options) (*fuse.Server, error) {
+	if !opts.DirectMountStrict {
+		// fusermount passes the descriptor back and go-fuse sets
+		// CLOEXEC; fusermount itself is forked, so the lock must not
+		// be held.
+		return fs.Mount(dir, root, opts)
+	}
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	srv, err := fs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, err
+	}
+	fds, _ := filepath.Glob("/proc/self/fd/*")
+	for _, fd := range fds {
+		if target, err := os.Readlink(fd); err != nil || target != "/dev/fuse" {
+			continue
+		}
+		if n, err := strconv.Atoi(filepath.Base(fd)); err == nil {
+			syscall.CloseOnExec(n)
+		}
+	}
+	return srv, nil
 }
 
 // Size returns the image size.

@@ -67,7 +67,10 @@
 // A test binary that crashes cannot leave processes hung: the kernel
 // aborts a FUSE connection when its server's /dev/fuse descriptor closes,
 // which happens when the process exits however it exits, and every
-// pending and later request then fails with ENOTCONN. What remains is a
+// pending and later request then fails with ENOTCONN. (That holds only if
+// no child process inherited the descriptor: go-fuse opens it without
+// O_CLOEXEC when it mounts directly, so New sets it under the fork lock
+// before any daemon can be started.) What remains is a
 // dead mount ("Transport endpoint is not connected"). Each mount is named
 // faultdisk-PID after the serving process, and the next Mount (in any test
 // binary) detaches the dead mounts of processes that no longer run.

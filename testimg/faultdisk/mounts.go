@@ -104,7 +104,7 @@ func abortConn(conn uint32) error {
 }
 
 // holders names the processes that have a file under dir open, for the
-// error of a busy unmount: "pid 123 (sanlock), pid 456 (sanlock-msg)".
+// error of a busy unmount: "pid 123 (sanlock daemon -D ...), pid 456 (...)".
 func holders(dir string) string {
 	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
 	seen := map[string]bool{}
@@ -119,8 +119,15 @@ func holders(dir string) string {
 			continue
 		}
 		seen[pid] = true
-		comm, _ := os.ReadFile("/proc/" + pid + "/comm")
-		hs = append(hs, fmt.Sprintf("pid %s (%s)", pid, strings.TrimSpace(string(comm))))
+		cmd, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+		h := fmt.Sprintf("pid %s (%s", pid, strings.Join(strings.Fields(strings.ReplaceAll(string(cmd), "\x00", " ")), " "))
+		st, _ := os.ReadFile("/proc/" + pid + "/status")
+		for line := range strings.Lines(string(st)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && (k == "State" || k == "PPid") {
+				h += "; " + strings.ToLower(k) + " " + strings.TrimSpace(v)
+			}
+		}
+		hs = append(hs, h+")")
 	}
 	return strings.Join(hs, ", ")
 }
