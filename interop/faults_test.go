@@ -195,8 +195,8 @@ func (g *faultGroup) goodWrites(id int) []faultdisk.Event {
 	return ws
 }
 
-// lastGoodWrite returns when the last successful write of host id's
-// sector that started before t started.
+// lastGoodWrite returns the start of the last successful write of host
+// id's sector that started before the given time.
 func (g *faultGroup) lastGoodWrite(id int, before time.Time) time.Time {
 	var last time.Time
 	for _, e := range g.goodWrites(id) {
@@ -207,9 +207,9 @@ func (g *faultGroup) lastGoodWrite(id int, before time.Time) time.Time {
 	return last
 }
 
-// maxGap returns the longest time between two successful writes of host
-// id's sector that started in [from, to], counting from `from` and up to
-// `to` too, and how many writes there were.
+// maxGap returns the longest time host id's sector went without a
+// successful write during [from, to] (counting from its last write before
+// from, and up to to), and how many writes started in the window.
 func (g *faultGroup) maxGap(id int, from, to time.Time) (time.Duration, int) {
 	prev, gap, n := from, time.Duration(0), 0
 	for _, e := range g.goodWrites(id) {
