@@ -223,9 +223,21 @@ const (
 	OpRegister = "register"
 )
 
-// SendReply is the send op's payload.
+// SendReply is the send op's payload, and the result op's.
 type SendReply struct {
+	// ID is the message's identity, HOST:ORIGIN:SEQ: our host id, the
+	// generation it was first sent under and its seq. It is unique in the
+	// lockspace; `result` takes it.
+	ID  string `json:"id,omitempty"`
 	Seq uint64 `json:"seq"`
+	// Origin is the generation in ID.
+	Origin uint64 `json:"origin,omitempty"`
+	// Accepted marks the first of two reply lines of a send with Wait and
+	// ReportAccept: the message is durable, its result follows.
+	Accepted bool `json:"accepted,omitempty"`
+	// State is the result op's answer: "pending" (accepted, not finished;
+	// Targets lists the outcomes so far) or "done".
+	State string `json:"state,omitempty"`
 	// Done is set when the reply carries the result (send with Wait).
 	Done    bool           `json:"done,omitempty"`
 	OK      bool           `json:"ok,omitempty"` // every target got it (TargetStatus.OK)
@@ -249,6 +261,9 @@ type TargetStatus struct {
 	Status string    `json:"status,omitempty"`
 	OK     bool      `json:"ok"`
 	At     time.Time `json:"at"`
+	// HeldBack: while we waited, the target said it was holding messages
+	// back (no listener with room, or none registered yet after its join).
+	HeldBack bool `json:"held_back,omitempty"`
 }
 
 // MessageStatus is the message side of a lockspace, in LockspaceStatus.

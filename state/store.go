@@ -1,0 +1,81 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sanlock-msg/sanlock-msg/internal/atomicfile"
+)
+
+func writeAtomic(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }
+
+// Store is a locked state directory.
+type Store struct {
+	root string
+	lock *os.File
+}
+
+// Open creates (mode 0700) and locks the state directory root: a second
+// daemon on the same directory fails here, naming the first one's pid.
+func Open(root string) (*Store, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	path := filepath.Join(root, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			pid := strings.TrimSpace(string(b))
+			if pid == "" {
+				pid = "unknown"
+			}
+			return nil, fmt.Errorf("state: another daemon (pid %s) uses the state directory %s; give each daemon its own --state-dir", pid, root)
+		}
+		return nil, fmt.Errorf("state: lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &Store{root: root, lock: f}, nil
+}
+
+// Root returns the state directory.
+func (s *Store) Root() string { return s.root }
+
+// Dir returns the directory of lockspace name's host id.
+func (s *Store) Dir(name string, hostID uint64) string { return Dir(s.root, name, hostID) }
+
+// Close releases the lock.
+func (s *Store) Close() error { return s.lock.Close() }
+
+// Dir returns the directory of lockspace name's host id under root.
+func Dir(root, name string, hostID uint64) string {
+	return filepath.Join(root, "lockspaces", escape(name), "host-"+strconv.FormatUint(hostID, 10))
+}
+
+// escape keeps [A-Za-z0-9_-] and writes every other byte %XX, so that any
+// lockspace name ("..", "a/b") is one safe path element.
+func escape(name string) string {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
