@@ -32,8 +32,8 @@ type Marks struct {
 
 	mu     sync.Mutex
 	f      *os.File
-	handed map[originKey]uint64      // highest seq handed out
-	forgot map[originKey]leader.Ack  // highest ack forgotten
+	handed map[originKey]uint64     // highest seq handed out
+	forgot map[originKey]leader.Ack // highest ack forgotten
 	lines  int
 }
 

@@ -25,9 +25,9 @@ const DefaultKeep = 10000
 
 // Message is a message send accepted, as the journal keeps it.
 type Message struct {
-	ID     string   `json:"id"` // HOST:ORIGIN:SEQ
-	Origin uint64   `json:"origin"`
-	Seq    uint64   `json:"seq"`
+	ID      string   `json:"id"` // HOST:ORIGIN:SEQ
+	Origin  uint64   `json:"origin"`
+	Seq     uint64   `json:"seq"`
 	Targets []uint64 `json:"targets"`
 	// Generation is the target generation named (0: any).
 	Generation uint64    `json:"generation,omitempty"`
