@@ -52,6 +52,12 @@ func (c *Client) Close() error { return c.nc.Close() }
 // is returned as an *Error (test it with errors.Is against the sentinels).
 // ctx bounds the whole exchange.
 func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
+	return c.do(ctx, req, nil)
+}
+
+// do is Do; interim, if set, is shown every response line first and
+// returns true for one that is not the final answer (send's Accepted line).
+func (c *Client) do(ctx context.Context, req Request, interim func(*Response) bool) (*Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if req.V == 0 {
@@ -70,13 +76,19 @@ func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 	if _, err := c.nc.Write(append(b, '\n')); err != nil {
 		return nil, c.ioErr(ctx, req.Op, err)
 	}
-	line, err := c.r.ReadBytes('\n')
-	if err != nil {
-		return nil, c.ioErr(ctx, req.Op, err)
-	}
 	var resp Response
-	if err := json.Unmarshal(line, &resp); err != nil {
-		return nil, fmt.Errorf("callback: %s: bad response from %s: %w", req.Op, c.path, err)
+	for {
+		line, err := c.r.ReadBytes('\n')
+		if err != nil {
+			return nil, c.ioErr(ctx, req.Op, err)
+		}
+		resp = Response{}
+		if err := json.Unmarshal(line, &resp); err != nil {
+			return nil, fmt.Errorf("callback: %s: bad response from %s: %w", req.Op, c.path, err)
+		}
+		if interim == nil || !interim(&resp) {
+			break
+		}
 	}
 	if !resp.OK {
 		return &resp, &Error{Op: req.Op, Code: resp.Code, Msg: resp.Error}
@@ -88,11 +100,14 @@ func (c *Client) ioErr(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("callback: %s: %w", op, ctx.Err())
 	}
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("callback: %s: the daemon closed the connection", op)
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		return fmt.Errorf("callback: %s: %w", op, errClosed)
 	}
 	return fmt.Errorf("callback: %s: %w", op, err)
 }
+
+// errClosed: the daemon closed the connection before answering.
+var errClosed = errors.New("the daemon closed the connection")
 
 // AddOptions are add_lockspace's optional settings.
 type AddOptions struct {

@@ -31,6 +31,8 @@ var (
 	ErrInternal = errors.New("callback: internal error")
 	// ErrNoDaemon means no daemon answers on the run directory's socket.
 	ErrNoDaemon = errors.New("callback: no daemon")
+	// ErrNotFound means the daemon knows no message of that id (result).
+	ErrNotFound = errors.New("callback: no such message")
 )
 
 var codeErrors = map[string]error{
@@ -43,6 +45,7 @@ var codeErrors = map[string]error{
 	CodeCancelled:  ErrCancelled,
 	CodeIO:         ErrIO,
 	CodeInternal:   ErrInternal,
+	CodeNotFound:   ErrNotFound,
 }
 
 // Error is a failure reported by the daemon.

@@ -75,9 +75,9 @@ fi
 run "$slm" read -s "DEMO:1:$dev:0"
 
 step "two sanlock-msg daemons: host 1 (no watchdog) and host 2 (a fake watchdog that logs to a file)"
-"$slm" daemon --run-dir "$work/r1" --watchdog none -e demo-host1 >"$work/d1.log" 2>&1 &
+"$slm" daemon --run-dir "$work/r1" --state-dir "$work/s1" --watchdog none -e demo-host1 >"$work/d1.log" 2>&1 &
 pids="$pids $!"
-"$slm" daemon --run-dir "$work/r2" --watchdog "fake:$work/watchdog2" -e demo-host2 >"$work/d2.log" 2>&1 &
+"$slm" daemon --run-dir "$work/r2" --state-dir "$work/s2" --watchdog "fake:$work/watchdog2" -e demo-host2 >"$work/d2.log" 2>&1 &
 d2=$!
 pids="$pids $d2"
 for r in r1 r2; do

@@ -79,3 +79,44 @@ func escape(name string) string {
 	}
 	return b.String()
 }
+
+// Lockspaces returns the names of the lockspaces under root that have a
+// directory for host id.
+func Lockspaces(root string, hostID uint64) []string {
+	ents, err := os.ReadDir(filepath.Join(root, "lockspaces"))
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range ents {
+		name, ok := unescape(e.Name())
+		if !ok {
+			continue
+		}
+		if st, err := os.Stat(Dir(root, name, hostID)); err == nil && st.IsDir() {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// unescape reverses escape.
+func unescape(s string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", false
+		}
+		n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", false
+		}
+		b.WriteByte(byte(n))
+		i += 2
+	}
+	return b.String(), true
+}
