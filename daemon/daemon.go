@@ -359,6 +359,11 @@ func (d *Daemon) cleanupStart() {
 // disarmed only if every lockspace was released cleanly. Shutdown must not
 // be called from an op handler; it returns once Run is about to return.
 func (d *Daemon) Shutdown(ctx context.Context, force bool) error {
+	select {
+	case <-d.done:
+		return nil // stopped already (a fake watchdog fired)
+	default:
+	}
 	err := d.stopLockspaces(ctx, force)
 	if errors.Is(err, callback.ErrRefused) {
 		return err
@@ -428,6 +433,13 @@ func (d *Daemon) finish(err error) {
 func (d *Daemon) crash() {
 	d.log.Error("FAKE WATCHDOG FIRED: simulating a host reset; stopping all lockspace I/O now and exiting",
 		"decision", d.keeper.Status().String())
+	d.halt(fmt.Errorf("daemon: simulated host reset: %w", watchdog.ErrFired))
+}
+
+// halt stops every lockspace at once, without release and without ending
+// their sends (their journals keep them unfinished, as after a kill), and
+// makes Run return err.
+func (d *Daemon) halt(err error) {
 	d.mu.Lock()
 	d.stopping = true
 	ms := make([]*member, 0, len(d.members))
@@ -445,8 +457,9 @@ func (d *Daemon) crash() {
 		if ls != nil {
 			ls.Close()
 		}
+		m.msg.closeState()
 	}
-	d.finish(fmt.Errorf("daemon: simulated host reset: %w", watchdog.ErrFired))
+	d.finish(err)
 }
 
 // ioTimeoutOf validates a requested io_timeout.

@@ -35,6 +35,12 @@ func (m *Machine) Send(now time.Time, msg Message) (uint64, error) {
 			return 0, err
 		}
 		p := m.peers[id]
+		if m.start.IsZero() {
+			// Nothing read yet (we just joined): the target's state is
+			// not known; the send ends like any other if it is not live.
+			o.targets = append(o.targets, &target{id: id})
+			continue
+		}
 		if p == nil || p.state == 0 || (p.state != PeerLive && p.state != PeerUnknown) {
 			state := "never seen"
 			if p != nil && p.state != 0 {
