@@ -1,10 +1,8 @@
 package daemon
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +10,7 @@ import (
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/hostmsg"
 	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/testimg"
 	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
@@ -34,29 +33,12 @@ func view(sender leader.Sector) *delta.View {
 		States: []delta.HostState{delta.StateLive, delta.StateLive}, Bad: []error{nil, nil}}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestMessenger_backPressure: a message that no listener has room for is
 // left on its sender's disk (not acked, our sector says we hold it back);
 // one that only some listeners take is acked "delivered" and counted as
 // an overflow, with a log line, for the listener that could not take it.
 func TestMessenger_backPressure(t *testing.T) {
-	var logBuf syncBuf
+	var logBuf testimg.SyncBuffer
 	d := &Daemon{cfg: Config{WatchdogTimeout: time.Second, ListenerGrace: -1}, clk: clock.Real{}, wdev: watchdog.None{},
 		log: slog.New(slog.NewTextHandler(&logBuf, nil))}
 	ms := d.newMessenger("LS", 2, time.Second)

@@ -109,6 +109,25 @@ func twoNodes(t *testing.T) (a, b *node, rx *delta.FaultDevice, txRead *delta.Fa
 	return a, b, rx, txRead
 }
 
+// sendResult is the outcome of a send with Wait.
+type sendResult struct {
+	r   *callback.SendReply
+	err error
+}
+
+// sendWait sends a user0 message with Wait from n to host 2 in a
+// goroutine (on its own connection) and returns where its result comes.
+func sendWait(ctx context.Context, t *testing.T, n *node) <-chan sendResult {
+	t.Helper()
+	c := n.d.dial(t)
+	done := make(chan sendResult, 1)
+	go func() {
+		r, err := c.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Wait: true})
+		done <- sendResult{r, err}
+	}()
+	return done
+}
+
 // nextRecord returns reg's next message record.
 func nextRecord(t *testing.T, reg *callback.Registration, d time.Duration) callback.Record {
 	t.Helper()
@@ -226,29 +245,56 @@ func TestDurable_senderKilled(t *testing.T) {
 }
 
 // TestDurable_expiredWhileDown: a message whose deadline passes while its
-// sender's daemon is down is not sent again; it ends "timeout", saying so.
+// sender's daemon is down is not sent again. The restarted daemon settles
+// it from what is on disk: "timeout" if the receiver never took it (it
+// could not read it), "acked delivered" if the receiver took it from the
+// dead sender's sector before the deadline.
 func TestDurable_expiredWhileDown(t *testing.T) {
 	t.Parallel()
-	a, b, rx, _ := twoNodes(t)
-	b.register(false)
-	// Host 2 cannot read host 1's message (bad extension): it stays queued.
-	rx.Inject(delta.Fault{Kind: delta.FaultCorrupt, Op: "read", Off: 0, End: 512, Bytes: leader.OffExtSeq})
-	ctx := ctxT(t, time.Minute)
-	r, err := a.c.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.kill()
-	rx.Clear()
-	time.Sleep(2500 * time.Millisecond)
-	a.start()
-	a.join()
-	res := waitResult(t, a.c, r.ID, 10*time.Second)
-	if res.OK || len(res.Targets) != 1 || res.Targets[0].Outcome != "timeout" || !strings.Contains(res.Error, "timed out while the daemon was down") {
-		t.Fatalf("result %+v, want timeout while down", res)
-	}
-	if m := messages(t, b.c); m.Delivered != 0 {
-		t.Errorf("receiver delivered %d, want the expired message not sent", m.Delivered)
+	for _, tt := range []struct {
+		name      string
+		readable  bool // the receiver can read the message while the sender is down
+		outcome   string
+		delivered int64
+	}{
+		{"never read", false, "timeout", 0},
+		{"read while the sender was down", true, "acked", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			a, b, rx, _ := twoNodes(t)
+			b.register(false)
+			// Host 2 cannot read host 1's message (bad extension) for now.
+			rx.Inject(delta.Fault{Kind: delta.FaultCorrupt, Op: "read", Off: 0, End: 512, Bytes: leader.OffExtSeq})
+			ctx := ctxT(t, time.Minute)
+			r, err := a.c.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Timeout: 3 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // on host 1's disk
+			a.kill()
+			if tt.readable {
+				rx.Clear()
+			}
+			time.Sleep(3500 * time.Millisecond)
+			a.start()
+			a.join()
+			res := waitResult(t, a.c, r.ID, 10*time.Second)
+			if len(res.Targets) != 1 || res.Targets[0].Outcome != tt.outcome {
+				t.Fatalf("result %+v, want %s", res, tt.outcome)
+			}
+			if !tt.readable && (res.OK || !strings.Contains(res.Error, "deadline passed while the daemon was down")) {
+				t.Errorf("result %+v, want not OK, saying the deadline passed while the daemon was down", res)
+			}
+			if tt.readable && (!res.OK || res.Targets[0].Status != "delivered") {
+				t.Errorf("result %+v, want acked delivered", res)
+			}
+			rx.Clear()
+			time.Sleep(time.Second) // host 2 reads host 1's new sector
+			if m := messages(t, b.c); m.Delivered != tt.delivered {
+				t.Errorf("receiver delivered %d, want %d", m.Delivered, tt.delivered)
+			}
+		})
 	}
 }
 
@@ -292,15 +338,7 @@ func TestReceiver_killedKeepsAcks(t *testing.T) {
 	// Host 1 cannot read host 2's extension: it never sees the ack.
 	txRead.Inject(delta.Fault{Kind: delta.FaultCorrupt, Op: "read", Off: 512, End: 1024, Bytes: 512 + leader.OffExtSeq})
 	ctx := ctxT(t, time.Minute)
-	type result struct {
-		r   *callback.SendReply
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := a.d.dial(t).Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Wait: true})
-		done <- result{r, err}
-	}()
+	done := sendWait(ctx, t, a)
 	rec := nextRecord(t, reg, 30*time.Second)
 	time.Sleep(500 * time.Millisecond) // host 2's ack is on disk
 	b.kill()
@@ -331,15 +369,7 @@ func TestReceiver_killedRedelivers(t *testing.T) {
 	a, b, _, _ := twoNodes(t)
 	reg := b.register(true)
 	ctx := ctxT(t, time.Minute)
-	type result struct {
-		r   *callback.SendReply
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := a.d.dial(t).Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Wait: true})
-		done <- result{r, err}
-	}()
+	done := sendWait(ctx, t, a)
 	rec := nextRecord(t, reg, 30*time.Second)
 	b.kill()
 	b.grace = 5 * time.Second
@@ -373,15 +403,7 @@ func TestManualAck_givenBack(t *testing.T) {
 	a, b, _, _ := twoNodes(t)
 	reg := b.register(true)
 	ctx := ctxT(t, time.Minute)
-	type result struct {
-		r   *callback.SendReply
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := a.d.dial(t).Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Wait: true})
-		done <- result{r, err}
-	}()
+	done := sendWait(ctx, t, a)
 	rec := nextRecord(t, reg, 30*time.Second)
 	if m := messages(t, b.c); m.Unacked != 1 || len(m.Registrations) != 1 || !m.Registrations[0].ManualAck || m.Registrations[0].Unacked != 1 {
 		t.Fatalf("receiver's status %+v, want one unacked delivery held by the manual-ack listener", m)
@@ -417,8 +439,8 @@ func TestMessages_damagedExtension(t *testing.T) {
 	p := newMsgPair(t)
 	reg := p.register(t)
 	for _, f := range []delta.Fault{
-		{Kind: delta.FaultCorrupt, Op: "read", Off: 0, End: 512, Bytes: leader.OffExtVersion, Count: 20},
-		{Kind: delta.FaultCorrupt, Op: "read", Off: 0, End: 512, Bytes: leader.OffExtCRC, Count: 20},
+		{Kind: delta.FaultCorrupt, Op: "read", Off: 0, End: 512, Bytes: leader.OffExtVersion, Count: 5},
+		{Kind: delta.FaultCorrupt, Op: "read", Off: 0, End: 512, Bytes: leader.OffExtCRC, Count: 5},
 	} {
 		p.rx.Inject(f)
 	}

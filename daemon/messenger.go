@@ -43,9 +43,12 @@ type messenger struct {
 	wake     func()           // Lockspace.Wake, once joined
 	prev     []leader.Ack     // the ack table our previous incarnation left (Inherit)
 	regs     map[*registration]struct{}
-	waiters  map[hostmsg.MsgID]chan hostmsg.Result
+	waiters  map[hostmsg.MsgID]chan callback.SendReply
 	inflight map[hostmsg.MsgID]*inflight
-	fireSoon func() // set once a reset is accepted, until called
+	// expiredDown are the journaled messages whose deadline passed while
+	// the daemon was down, until their result is recorded.
+	expiredDown map[string]bool
+	fireSoon    func() // set once a reset is accepted, until called
 	stopped  bool
 }
 
@@ -62,8 +65,8 @@ var (
 // newMessenger returns the Messenger that rides on lockspace name's loop.
 func (d *Daemon) newMessenger(name string, hostID uint64, io time.Duration) *messenger {
 	return &messenger{d: d, name: name, hostID: hostID, io: io, log: d.log.With("lockspace", name),
-		regs: make(map[*registration]struct{}), waiters: make(map[hostmsg.MsgID]chan hostmsg.Result),
-		inflight: make(map[hostmsg.MsgID]*inflight)}
+		regs: make(map[*registration]struct{}), waiters: make(map[hostmsg.MsgID]chan callback.SendReply),
+		inflight: make(map[hostmsg.MsgID]*inflight), expiredDown: make(map[string]bool)}
 }
 
 // openState opens the lockspace's durable outbox and receive marks.
@@ -135,7 +138,8 @@ func (ms *messenger) Joined(hostID, generation uint64, sectorSize int) {
 
 // resendLocked queues the outbox's unfinished messages under their
 // original identity. A message whose deadline passed while we were down
-// ends "timeout"; one from a generation not below ours (the area was
+// is settled from the acks on disk (acked if a target took it before we
+// died, else "timeout"); one from a generation not below ours (the area was
 // re-initialised, or the host id was taken over and given back) cannot be
 // told apart from new messages by receivers and ends failed.
 func (ms *messenger) resendLocked(now time.Time, generation uint64) {
@@ -151,16 +155,19 @@ func (ms *messenger) resendLocked(now time.Time, generation uint64) {
 		case msg.Origin >= generation:
 			ms.failJournaled(now, f, "restarted", fmt.Sprintf("not sent again: our generation %d is not above its origin %d (the lockspace area was re-initialised?)", generation, msg.Origin))
 			continue
-		case !now.Before(msg.Deadline):
-			ms.failJournaled(now, f, hostmsg.OutcomeTimeout.String(), "timed out while the daemon was down")
-			continue
 		case len(waiting) == 0:
 			ms.finishJournaled(now, f)
 			continue
 		}
+		// One whose deadline passed while we were down is not sent again:
+		// the first read tells whether a target took it before we died.
+		expired := !now.Before(msg.Deadline)
+		if expired {
+			ms.expiredDown[msg.ID] = true
+		}
 		rs = append(rs, hostmsg.Resent{
 			Message: hostmsg.Message{Targets: waiting, TargetGeneration: msg.Generation, Code: msg.Code, Data: msg.Data, HasData: true},
-			Origin:  msg.Origin, Seq: msg.Seq, QueuedAt: msg.QueuedAt, Deadline: msg.Deadline,
+			Origin:  msg.Origin, Seq: msg.Seq, QueuedAt: msg.QueuedAt, Deadline: msg.Deadline, Expired: expired,
 		})
 		ids = append(ids, msg.ID)
 	}
@@ -422,11 +429,11 @@ func targetStatus(t hostmsg.TargetResult) callback.TargetStatus {
 // finishLocked records a finished send and wakes its waiter.
 func (ms *messenger) finishLocked(res hostmsg.Result) {
 	id := hostmsg.MsgID{Host: ms.hostID, Origin: res.Origin, Seq: res.Seq}
+	reply := ms.reply(id, res)
 	if ch, ok := ms.waiters[id]; ok {
-		ch <- res // buffered: never blocks
+		ch <- reply // buffered: never blocks
 		delete(ms.waiters, id)
 	}
-	reply := ms.reply(id, res)
 	if ms.outbox != nil {
 		ms.outbox.Done(id.String(), reply)
 	}
@@ -439,6 +446,7 @@ func (ms *messenger) finishLocked(res hostmsg.Result) {
 
 // reply builds the result of message id: res's targets and, for a
 // message resent after a restart, those its journal recorded before.
+// Callers hold mu.
 func (ms *messenger) reply(id hostmsg.MsgID, res hostmsg.Result) callback.SendReply {
 	r := callback.SendReply{ID: id.String(), Seq: res.Seq, Origin: res.Origin, Done: true,
 		QueuedAt: res.QueuedAt, SentAt: res.SentAt, DoneAt: res.DoneAt}
@@ -455,7 +463,12 @@ func (ms *messenger) reply(id hostmsg.MsgID, res hostmsg.Result) callback.SendRe
 			sort.Slice(r.Targets, func(i, j int) bool { return r.Targets[i].HostID < r.Targets[j].HostID })
 		}
 	}
-	summarize(&r)
+	var why []string
+	if ms.expiredDown[r.ID] {
+		delete(ms.expiredDown, r.ID)
+		why = append(why, "its deadline passed while the daemon was down")
+	}
+	summarize(&r, why...)
 	return r
 }
 
@@ -489,7 +502,7 @@ func (ms *messenger) resetLocked(r hostmsg.Reset) {
 // if the caller waits.
 type sendTicket struct {
 	id     hostmsg.MsgID
-	result <-chan hostmsg.Result
+	result <-chan callback.SendReply
 }
 
 // errJournal wraps a failed outbox append.
@@ -512,7 +525,7 @@ func (ms *messenger) send(now time.Time, msg hostmsg.Message, wait bool) (sendTi
 	cfg := ms.m.Config()
 	tk := sendTicket{id: hostmsg.MsgID{Host: ms.hostID, Origin: cfg.Generation, Seq: seq}}
 	if wait {
-		ch := make(chan hostmsg.Result, 1)
+		ch := make(chan callback.SendReply, 1)
 		ms.waiters[tk.id] = ch
 		tk.result = ch
 	}

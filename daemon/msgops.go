@@ -92,8 +92,7 @@ func (d *Daemon) opSend(ctx context.Context, c *Conn, req *callback.Request) *ca
 		}
 	}
 	select {
-	case res := <-tk.result:
-		r := ms.reply(tk.id, res)
+	case r := <-tk.result:
 		reply = &r
 	case <-ctx.Done():
 		return Fail(callback.CodeCancelled, fmt.Errorf("daemon: send: message %s: daemon stopping before it finished%s", tk.id, durableNote(ms, tk.id)))

@@ -67,7 +67,10 @@ type Machine struct {
 	// they still wait for stopped renewing, so that messages to other
 	// hosts are not held up behind them; each goes back on disk when a
 	// target renews again, and ends when it is DEAD or times out.
-	parked    []*outMsg
+	parked []*outMsg
+	// expired are resent messages whose deadline passed while we were
+	// down: the first Observe settles them from the acks on disk.
+	expired   []*outMsg
 	peers     map[uint64]*peer
 	listeners int
 	room      int       // deliveries the driver can take now; < 0: no limit
@@ -294,7 +297,7 @@ func (m *Machine) ResetWritten() bool { return m.reset != nil && m.reset.written
 
 // Pending returns the number of sends not finished (in flight and queued).
 func (m *Machine) Pending() int {
-	n := len(m.outbox) + len(m.parked)
+	n := len(m.outbox) + len(m.parked) + len(m.expired)
 	if m.cur != nil && !m.cur.reply {
 		n++
 	}

@@ -114,6 +114,12 @@ type Resent struct {
 	Origin, Seq uint64
 	// QueuedAt is when it was first accepted; Deadline when it times out.
 	QueuedAt, Deadline time.Time
+	// Expired: the deadline passed while we were down. The message is not
+	// written again; the first read of the area decides each target's
+	// outcome from what is on disk: acked if its ack table already acks
+	// the message (it took it from our sector before we died), else
+	// timeout.
+	Expired bool
 }
 
 // Outcome says how a send ended for one target.

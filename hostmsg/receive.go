@@ -33,6 +33,9 @@ func (m *Machine) Observe(now time.Time, peers []Peer) {
 		m.holding = holding
 		m.changed()
 	}
+	if len(m.expired) > 0 {
+		m.settleExpired(now)
+	}
 	m.progress(now)
 }
 

@@ -184,9 +184,41 @@ func (m *Machine) Resend(now time.Time, msgs []Resent) error {
 		for _, id := range slices.Compact(targets) {
 			o.targets = append(o.targets, &target{id: id})
 		}
+		if r.Expired {
+			m.expired = append(m.expired, o)
+			continue
+		}
 		m.enqueue(now, o)
 	}
 	return nil
+}
+
+// settleExpired ends the expired resent messages from the acks just read:
+// a target whose ack table acks the message took it before we died.
+func (m *Machine) settleExpired(now time.Time) {
+	for _, o := range m.expired {
+		for _, t := range o.targets {
+			p := m.peers[t.id]
+			var a leader.Ack
+			ok := false
+			if p != nil && p.ext && !o.unackable {
+				a, ok = p.ackFor(uint16(o.origin))
+			}
+			if p != nil {
+				t.gen = p.gen
+			}
+			switch {
+			case ok && a.Seq == o.seq:
+				m.finishTarget(now, o, t, OutcomeAcked, a.Status)
+			case ok && a.Seq > o.seq:
+				m.finishTarget(now, o, t, OutcomeProcessed, 0)
+			default:
+				m.finishTarget(now, o, t, OutcomeTimeout, 0)
+			}
+		}
+		m.finish(now, o)
+	}
+	m.expired = nil
 }
 
 // promote puts the next message in our sector if it is free: the parked
@@ -272,10 +304,10 @@ func (m *Machine) Stop(now time.Time) []Result {
 		m.cancel(now, m.cur)
 	}
 	m.cur = nil
-	for _, o := range append(m.outbox, m.parked...) {
+	for _, o := range append(append(m.outbox, m.parked...), m.expired...) {
 		m.cancel(now, o)
 	}
-	m.outbox, m.parked = nil, nil
+	m.outbox, m.parked, m.expired = nil, nil, nil
 	return m.Ready().Results
 }
 

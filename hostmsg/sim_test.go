@@ -176,12 +176,8 @@ func (s *sim) resend(h *simHost) {
 		if j.finished {
 			continue
 		}
-		if !s.now.Before(j.deadline) {
-			j.finished = true
-			s.logf("host %d message %d:%d:%d timed out while down", h.id, j.key.from, j.key.origin, j.key.seq)
-			continue
-		}
-		r := Resent{Message: j.msg, Origin: j.key.origin, Seq: j.key.seq, QueuedAt: j.queued, Deadline: j.deadline}
+		r := Resent{Message: j.msg, Origin: j.key.origin, Seq: j.key.seq, QueuedAt: j.queued, Deadline: j.deadline,
+			Expired: !s.now.Before(j.deadline)}
 		r.Targets = nil
 		for _, t := range j.msg.Targets {
 			if !j.done[t] {
@@ -190,7 +186,11 @@ func (s *sim) resend(h *simHost) {
 		}
 		r.HasData = true
 		rs = append(rs, r)
-		s.logf("host %d resends %d:%d:%d to %v", h.id, j.key.from, j.key.origin, j.key.seq, r.Targets)
+		if r.Expired {
+			s.logf("host %d message %d:%d:%d timed out while down: settled from the acks on disk", h.id, j.key.from, j.key.origin, j.key.seq)
+		} else {
+			s.logf("host %d resends %d:%d:%d to %v", h.id, j.key.from, j.key.origin, j.key.seq, r.Targets)
+		}
 	}
 	if err := h.m.Resend(s.now, rs); err != nil {
 		panic(err)

@@ -8,9 +8,8 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sanlock-msg/sanlock-msg/internal/atomicfile"
+	"github.com/sanlock-msg/sanlock-msg/internal/pidlock"
 )
 
 func writeAtomic(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }
@@ -28,24 +27,13 @@ func Open(root string) (*Store, error) {
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	path := filepath.Join(root, "lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	f, err := pidlock.Lock(path, 0o600)
+	if errors.Is(err, pidlock.ErrHeld) {
+		return nil, fmt.Errorf("state: another daemon (pid %s) uses the state directory %s; give each daemon its own --state-dir",
+			pidlock.Holder(err), root)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		b, _ := os.ReadFile(path)
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			pid := strings.TrimSpace(string(b))
-			if pid == "" {
-				pid = "unknown"
-			}
-			return nil, fmt.Errorf("state: another daemon (pid %s) uses the state directory %s; give each daemon its own --state-dir", pid, root)
-		}
-		return nil, fmt.Errorf("state: lock %s: %w", path, err)
-	}
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &Store{root: root, lock: f}, nil
 }
