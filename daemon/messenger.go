@@ -49,7 +49,7 @@ type messenger struct {
 	// the daemon was down, until their result is recorded.
 	expiredDown map[string]bool
 	fireSoon    func() // set once a reset is accepted, until called
-	stopped  bool
+	stopped     bool
 }
 
 // inflight is a delivery that waits for a manual ack.
