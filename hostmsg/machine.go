@@ -284,7 +284,9 @@ func (m *Machine) HasReady() bool {
 // is queued or in flight, a write is pending, or there was traffic within
 // ActiveWindow.
 func (m *Machine) Busy(now time.Time) bool {
-	return m.cur != nil || len(m.outbox) > 0 || len(m.parked) > 0 || m.dirty() || m.holding ||
+	// Holding messages back is not busy: the idle poll retakes them, and
+	// the driver wakes the loop when a listener registers.
+	return m.cur != nil || len(m.outbox) > 0 || len(m.parked) > 0 || m.dirty() ||
 		now.Sub(m.lastActive) < m.cfg.ActiveWindow
 }
 

@@ -38,6 +38,11 @@ func (m *Machine) Send(now time.Time, msg Message) (uint64, error) {
 		if m.start.IsZero() {
 			// Nothing read yet (we just joined): the target's state is
 			// not known; the send ends like any other if it is not live.
+			// A message for the target's current generation must wait for
+			// the first read.
+			if o.CurrentGeneration && o.TargetGeneration == 0 {
+				return 0, fmt.Errorf("%w: host %d: its generation is not known yet (the lockspace was just joined); retry", ErrTargetNotLive, id)
+			}
 			o.targets = append(o.targets, &target{id: id})
 			continue
 		}

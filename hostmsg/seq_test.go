@@ -136,3 +136,34 @@ func TestHoldCommit(t *testing.T) {
 		}
 	}
 }
+
+// TestSendBeforeFirstRead: right after the join, before the first read of
+// the area, a send is queued (its target's state decides its outcome
+// later) rather than refused as "never seen"; one for the target's
+// current generation must wait for the first read.
+func TestSendBeforeFirstRead(t *testing.T) {
+	s := newSim(1, 512)
+	a := s.join(1, false)
+	s.join(2, false)
+	if _, err := a.m.Send(s.now, Message{Targets: []uint64{2}, Code: leader.EventReset, CurrentGeneration: true}); !errors.Is(err, ErrTargetNotLive) {
+		t.Fatalf("reset for the current generation before the first read: %v, want ErrTargetNotLive", err)
+	}
+	seq, err := s.send(a, Message{Targets: []uint64{2}, Code: leader.EventUser0})
+	if err != nil {
+		t.Fatalf("send before the first read: %v", err)
+	}
+	never, err := s.send(a, Message{Targets: []uint64{9}, Code: leader.EventUser0, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("send to a host never seen, before the first read: %v", err)
+	}
+	if !s.quiet(time.Minute) {
+		t.Fatalf("not quiet:\n%s", s.tail())
+	}
+	got := map[uint64]string{}
+	for _, r := range a.results[1] {
+		got[r.Seq] = r.String()
+	}
+	if got[seq] != "host 2: acked (delivered)" || got[never] != "host 9: timeout" {
+		t.Fatalf("results %v, want seq %d delivered and seq %d timed out\n%s", got, seq, never, s.tail())
+	}
+}
