@@ -50,6 +50,7 @@ type messenger struct {
 	expiredDown map[string]bool
 	fireSoon    func() // set once a reset is accepted, until called
 	stopped     bool
+	outcomes    map[string]int64 // finished sends per target outcome (MessageStatus.TargetOutcomes)
 }
 
 // inflight is a delivery that waits for a manual ack.
@@ -429,6 +430,7 @@ func targetStatus(t hostmsg.TargetResult) callback.TargetStatus {
 // finishLocked records a finished send and wakes its waiter.
 func (ms *messenger) finishLocked(res hostmsg.Result) {
 	id := hostmsg.MsgID{Host: ms.hostID, Origin: res.Origin, Seq: res.Seq}
+	ms.countOutcomesLocked(res)
 	reply := ms.reply(id, res)
 	if ch, ok := ms.waiters[id]; ok {
 		ch <- reply // buffered: never blocks
@@ -479,6 +481,21 @@ func hasTarget(ts []callback.TargetStatus, host uint64) bool {
 		}
 	}
 	return false
+}
+
+// countOutcomesLocked counts how res ended for each target. Callers hold
+// mu.
+func (ms *messenger) countOutcomesLocked(res hostmsg.Result) {
+	if ms.outcomes == nil {
+		ms.outcomes = make(map[string]int64)
+	}
+	for _, t := range res.Targets {
+		key := t.Outcome.String()
+		if t.Outcome == hostmsg.OutcomeAcked {
+			key += "/" + t.Status.String()
+		}
+		ms.outcomes[key]++
+	}
 }
 
 // resetLocked acts on an accepted WD_RESET: persist the marker (a restarted
@@ -667,6 +684,12 @@ func (ms *messenger) status() *callback.MessageStatus {
 		st.Registrations = append(st.Registrations, rs)
 	}
 	sort.Slice(st.Registrations, func(i, j int) bool { return st.Registrations[i].Since.Before(st.Registrations[j].Since) })
+	if len(ms.outcomes) > 0 {
+		st.TargetOutcomes = make(map[string]int64, len(ms.outcomes))
+		for k, v := range ms.outcomes {
+			st.TargetOutcomes[k] = v
+		}
+	}
 	return st
 }
 

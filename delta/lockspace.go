@@ -64,6 +64,10 @@ type Config struct {
 	// OnRenewal, if set, is called from the loop after every renewal
 	// attempt; it must not block.
 	OnRenewal func(RenewalEvent)
+	// OnAcquireWait, if set, is called by Join each time the acquire starts
+	// a wait with no I/O (Step.Why and Step.Until), so that a caller can
+	// show what a long join waits for; it must not block.
+	OnAcquireWait func(why string, until time.Time)
 	// TimestampBase, if non-zero, replaces CLOCK_MONOTONIC seconds at Join
 	// as the base of the on-disk timestamps (tests).
 	TimestampBase uint64
@@ -337,6 +341,9 @@ func (ls *Lockspace) acquire(ctx context.Context) (leader.Record, time.Time, lea
 			err = ls.area.IO.Write(ctx, off, step.Sector, ls.t.IO)
 		case StepWait:
 			ls.log.Info("acquire: waiting", "reason", step.Why, "until", step.Until.Sub(ls.clk.Now()).Round(time.Millisecond))
+			if ls.cfg.OnAcquireWait != nil {
+				ls.cfg.OnAcquireWait(step.Why, step.Until)
+			}
 			if err := sleepUntil(ctx, ls.clk, step.Until); err != nil {
 				return leader.Record{}, time.Time{}, leader.Sector{}, fmt.Errorf("delta: join %s host_id %d: %w", ls.cfg.Name, ls.cfg.HostID, err)
 			}

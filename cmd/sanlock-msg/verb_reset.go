@@ -37,7 +37,11 @@ not assume the host is gone. A target that cannot be fenced (no watchdog,
 refused, not live, no answer) also makes it exit 1.
 
 Storage-based fencing needs the target to still reach the storage; it
-complements power fencing, it does not replace it. Needs root.`
+complements power fencing, it does not replace it. Needs root.
+
+While it waits (for the acceptance, for the renewals to stop, for DEAD),
+it says what for on stderr: a progress line with a countdown on a
+terminal, else one line when each wait of more than 2 seconds starts.`
 
 // resetStep is one line of reset's report.
 type resetStep struct {
@@ -97,7 +101,9 @@ func runReset(ctx context.Context, e *env, args []string) int {
 		r.targets = append(r.targets, &resetTarget{resetHost: resetHost{HostID: id}})
 	}
 	r.rep = resetReport{Lockspace: name, Steps: []resetStep{}}
+	r.ww = watchWait(ctx, e, "reset", r.wait.poll)
 	err = r.run(ctx, *timeout)
+	r.ww.stop()
 	r.report(err)
 	if *asJSON {
 		if st := jsonOut(e, "reset", r.rep); st != exitOK {
@@ -120,6 +126,10 @@ type resetter struct {
 	quiet   bool
 	targets []*resetTarget
 	rep     resetReport
+	wait    waitState    // what the current step waits for
+	ww      *waitWatcher // shows it
+	// acceptBy is when the targets must have accepted the reset.
+	acceptBy time.Time
 }
 
 // resetTarget is one host being fenced.
@@ -148,7 +158,40 @@ func (r *resetter) step(format string, args ...any) {
 	what := fmt.Sprintf(format, args...)
 	r.rep.Steps = append(r.rep.Steps, resetStep{At: at, What: what})
 	if !r.quiet {
-		fmt.Fprintf(r.e.stdout, "%8.3fs  %s\n", at, what)
+		r.ww.above(func() { fmt.Fprintf(r.e.stdout, "%8.3fs  %s\n", at, what) })
+	}
+}
+
+// updateWait tells the wait watcher what the targets not done wait for:
+// their acceptance, their renewals to stop, or DEAD, until the latest
+// deadline among them.
+func (r *resetter) updateWait() {
+	var accept, stop, dead []uint64
+	var stopBy, deadBy time.Time
+	for _, t := range r.targets {
+		switch {
+		case t.done:
+		case t.accepted.IsZero():
+			accept = append(accept, t.HostID)
+		case !t.reported:
+			stop = append(stop, t.HostID)
+			if t.failAfter.After(stopBy) {
+				stopBy = t.failAfter
+			}
+		default:
+			dead = append(dead, t.HostID)
+			if t.h.DeadAt.After(deadBy) {
+				deadBy = t.h.DeadAt
+			}
+		}
+	}
+	switch {
+	case len(accept) > 0:
+		r.wait.set(fmt.Sprintf("waiting for %s to accept the reset (ack resetting, or a RESETTING reply)", hostList(accept)), r.acceptBy)
+	case len(stop) > 0:
+		r.wait.set(fmt.Sprintf("waiting for the renewals of %s to stop (its watchdog fires by accept + W)", hostList(stop)), stopBy)
+	case len(dead) > 0:
+		r.wait.set(fmt.Sprintf("renewals stopped; waiting for %s to be DEAD (8*io_timeout + W after its last renewal)", hostList(dead)), deadBy)
 	}
 }
 
@@ -305,9 +348,11 @@ func (r *resetter) run(ctx context.Context, timeout time.Duration) error {
 	}()
 
 	// Step 2: the targets accept.
+	r.acceptBy = time.Now().Add(sendTimeout)
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for !r.allDone() {
+		r.updateWait()
 		select {
 		case a := <-accepted:
 			r.rep.Seq, r.rep.ID = a.Seq, a.ID
