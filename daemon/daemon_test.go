@@ -204,6 +204,8 @@ func TestDaemon_busy(t *testing.T) {
 	}
 	t.Run("busy", func(t *testing.T) {
 		t.Parallel()
+		// Parallel subtests may wait for a slot: each has its own deadline.
+		ctx := ctxT(t, time.Minute)
 		start := time.Now()
 		_, err := b.dial(t).AddLockspace(ctx, "LS:1:img:0", callback.AddOptions{IOTimeout: time.Second})
 		wantCode(t, err, callback.ErrBusy, callback.CodeBusy)
@@ -216,6 +218,7 @@ func TestDaemon_busy(t *testing.T) {
 	})
 	t.Run("cancel", func(t *testing.T) {
 		t.Parallel()
+		ctx := ctxT(t, time.Minute)
 		c := startDaemon(t, ds, nil)
 		errc := make(chan error, 1)
 		go func() {
