@@ -82,11 +82,13 @@ func (e *closedError) Unwrap() error { return ErrClosed }
 func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.do(ctx, req)
+	return c.do(ctx, req, nil)
 }
 
-// do is Do with c.mu held.
-func (c *Client) do(ctx context.Context, req Request) (*Response, error) {
+// do is Do with c.mu held; interim, if set, is shown every response line
+// first and returns true for one that is not the final answer (send's
+// Accepted line).
+func (c *Client) do(ctx context.Context, req Request, interim func(*Response) bool) (*Response, error) {
 	if c.closed != nil {
 		return nil, fmt.Errorf("callback: %s: %w", req.Op, c.closed)
 	}
@@ -119,24 +121,30 @@ func (c *Client) do(ctx context.Context, req Request) (*Response, error) {
 	if _, err := c.nc.Write(append(b, '\n')); err != nil {
 		return nil, c.ioErr(ctx, req.Op, err)
 	}
-	line, err := c.r.ReadBytes('\n')
-	if err != nil {
-		return nil, c.ioErr(ctx, req.Op, err)
-	}
 	var resp Response
-	if err := json.Unmarshal(line, &resp); err != nil {
-		return nil, c.broken(fmt.Errorf("callback: %s: bad reply from %s: %w", req.Op, c.path, err))
-	}
-	switch {
-	case resp.ID == req.ID:
-	case resp.ID == 0 && !resp.OK:
-		// The daemon refused the line or the connection without reading
-		// a request (a limit, an idle timeout, a line it could not parse);
-		// it closes the connection after this line.
-		c.shut(errors.New(resp.Error))
-		return &resp, responseError(req.Op, &resp)
-	default:
-		return nil, c.broken(fmt.Errorf("callback: %s: the reply answers request %d, not %d", req.Op, resp.ID, req.ID))
+	for {
+		line, err := c.r.ReadBytes('\n')
+		if err != nil {
+			return nil, c.ioErr(ctx, req.Op, err)
+		}
+		resp = Response{}
+		if err := json.Unmarshal(line, &resp); err != nil {
+			return nil, c.broken(fmt.Errorf("callback: %s: bad reply from %s: %w", req.Op, c.path, err))
+		}
+		switch {
+		case resp.ID == req.ID:
+		case resp.ID == 0 && !resp.OK:
+			// The daemon refused the line or the connection without reading
+			// a request (a limit, an idle timeout, a line it could not parse);
+			// it closes the connection after this line.
+			c.shut(errors.New(resp.Error))
+			return &resp, responseError(req.Op, &resp)
+		default:
+			return nil, c.broken(fmt.Errorf("callback: %s: the reply answers request %d, not %d", req.Op, resp.ID, req.ID))
+		}
+		if interim == nil || !interim(&resp) {
+			break
+		}
 	}
 	if !resp.OK {
 		return &resp, responseError(req.Op, &resp)
@@ -198,7 +206,7 @@ func (c *Client) ioErr(ctx context.Context, op string, err error) error {
 	case errors.Is(err, net.ErrClosed):
 		return c.broken(fmt.Errorf("callback: %s: closed by Close", op))
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return c.broken(fmt.Errorf("callback: %s: the daemon closed the connection", op))
+		return c.broken(fmt.Errorf("callback: %s: %w", op, errDaemonClosed))
 	}
 	return c.broken(fmt.Errorf("callback: %s: %w", op, err))
 }
@@ -217,6 +225,9 @@ func (c *Client) shut(cause error) {
 		c.closed = &closedError{cause: cause}
 	}
 }
+
+// errDaemonClosed: the daemon closed the connection before answering.
+var errDaemonClosed = errors.New("the daemon closed the connection")
 
 // AddOptions are add_lockspace's optional settings.
 type AddOptions struct {
@@ -290,7 +301,7 @@ func (c *Client) HostStatus(ctx context.Context, name string) ([]HostStatus, err
 func (c *Client) Shutdown(ctx context.Context, force, wait bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	resp, err := c.do(ctx, Request{Op: OpShutdown, Force: force, Wait: wait})
+	resp, err := c.do(ctx, Request{Op: OpShutdown, Force: force, Wait: wait}, nil)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -34,23 +35,61 @@ type SendRequest struct {
 	// Timeout bounds the send in the daemon (0 = the lockspace's host_dead
 	// plus a renewal interval).
 	Timeout time.Duration
+	// OnAccept, with Wait, is called as soon as the daemon has the message
+	// durably (its ID), before the result.
+	OnAccept func(SendReply)
 }
 
 // Send sends a message. Without Wait it returns as soon as the daemon
-// queued it (SendReply.Seq); with Wait, once the send finished, with the
-// outcome for each target in SendReply.Targets (SendReply.OK is true when
-// every target got it). Sending reset or reboot codes needs root.
+// accepted it (SendReply.ID; with a state directory, once it is durable
+// there); with Wait, once the send finished, with the outcome for each
+// target in SendReply.Targets (SendReply.OK is true when every target got
+// it). If the daemon goes away while Send waits, the error says the
+// message's ID and that it is durable: ask Result for its fate later.
+// Sending reset or reboot codes needs root.
 func (c *Client) Send(ctx context.Context, s SendRequest) (*SendReply, error) {
 	if s.Timeout < 0 {
 		return nil, fmt.Errorf("%w: negative timeout", ErrInvalid)
 	}
-	resp, err := c.Do(ctx, Request{Op: OpSend, Name: s.Lockspace, Targets: s.Targets, Generation: s.Generation,
-		Code: s.Code, Seq: s.Seq, Data: s.Data, Wait: s.Wait, TimeoutMs: s.Timeout.Milliseconds()})
+	req := Request{Op: OpSend, Name: s.Lockspace, Targets: s.Targets, Generation: s.Generation,
+		Code: s.Code, Seq: s.Seq, Data: s.Data, Wait: s.Wait, ReportAccept: s.Wait, TimeoutMs: s.Timeout.Milliseconds()}
+	var accepted *SendReply
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	resp, err := c.do(ctx, req, func(r *Response) bool {
+		if r.OK && r.Send != nil && r.Send.Accepted {
+			accepted = r.Send
+			if s.OnAccept != nil {
+				s.OnAccept(*r.Send)
+			}
+			return true
+		}
+		return false
+	})
 	if err != nil {
+		if accepted != nil && errors.Is(err, errDaemonClosed) {
+			return nil, fmt.Errorf("%w before message %s finished; it was accepted durably and the daemon sends it again once it rejoins lockspace %s: ask for its fate with `sanlock-msg result -s %s %s` (Client.Result)",
+				err, accepted.ID, s.Lockspace, s.Lockspace, accepted.ID)
+		}
 		return nil, err
 	}
 	if resp.Send == nil {
 		return nil, fmt.Errorf("callback: send: empty reply")
+	}
+	return resp.Send, nil
+}
+
+// Result returns what became of message id (HOST:ORIGIN:SEQ) this daemon
+// accepted in lockspace (empty: look in every lockspace): State "done"
+// with the outcome per target, or "pending" with the outcomes so far. An
+// unknown id fails with ErrNotFound.
+func (c *Client) Result(ctx context.Context, lockspace, id string) (*SendReply, error) {
+	resp, err := c.Do(ctx, Request{Op: OpResult, Name: lockspace, MsgID: id})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Send == nil {
+		return nil, fmt.Errorf("callback: result: empty reply")
 	}
 	return resp.Send, nil
 }
@@ -67,19 +106,35 @@ type Registration struct {
 	Lockspace string
 	nc        *net.UnixConn
 	r         *bufio.Reader
-	partial   []byte // a record line read in part when a ctx ended
-	err       error  // why the registration ended; nil while it runs
+	partial   []byte     // a record line read in part when a ctx ended
+	err       error      // why the registration ended; nil while it runs
+	wmu       sync.Mutex // serialises Ack lines
+}
+
+// RegisterOptions are a registration's settings.
+type RegisterOptions struct {
+	// ManualAck: records with AckNeeded are acked to their sender only
+	// once Ack is called with their ID; records this client has not acked
+	// when it goes away are delivered again (flagged Redelivered) to the
+	// next listener. Ack each record once it is handled (written, stored).
+	ManualAck bool
 }
 
 // Register opens a connection to the daemon of runDir and registers for
-// lockspace's messages. Messages that arrive while no client is registered
-// are acked "no-listener" to their sender and not kept.
+// lockspace's messages (the lockspace may still be joining). Messages that
+// arrive while no client is registered are acked "no-listener" to their
+// sender and not kept, except within a grace after the join.
 func Register(ctx context.Context, runDir, lockspace string) (*Registration, error) {
+	return RegisterWith(ctx, runDir, lockspace, RegisterOptions{})
+}
+
+// RegisterWith is Register with options.
+func RegisterWith(ctx context.Context, runDir, lockspace string, opt RegisterOptions) (*Registration, error) {
 	c, err := Dial(ctx, runDir)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Do(ctx, Request{Op: OpRegister, Name: lockspace}); err != nil {
+	if _, err := c.Do(ctx, Request{Op: OpRegister, Name: lockspace, ManualAck: opt.ManualAck}); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -154,6 +209,23 @@ func (g *Registration) Fd() (uintptr, error) {
 	var fd uintptr
 	err = rc.Control(func(f uintptr) { fd = f })
 	return fd, err
+}
+
+// Ack acks record id of a manual-ack registration: the daemon then acks
+// the message "delivered" to its sender.
+func (g *Registration) Ack(id string) error {
+	b, err := json.Marshal(AckLine{Op: "ack", ID: id})
+	if err != nil {
+		return err
+	}
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	g.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	defer g.nc.SetWriteDeadline(time.Time{})
+	if _, err := g.nc.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("callback: registration for %s: ack %s: %w", g.Lockspace, id, err)
+	}
+	return nil
 }
 
 // Close ends the registration; it may be called while Next waits. Later

@@ -31,6 +31,21 @@
 //	st, err := c.Status(ctx)
 //	hosts, err := c.HostStatus(ctx, "LS")
 //
+// A message's id (SendReply.ID, Record.ID) is HOST:GENERATION:SEQ. Send
+// returns once the daemon has the message durably; Result tells its fate
+// later, also after the daemon restarted:
+//
+//	r, err := c.Result(ctx, "LS", rep.ID) // r.State "pending" or "done"
+//
+// A registration with manual acks tells the sender "delivered" only once
+// the application acked the record; records it leaves unacked come again
+// to the next listener, flagged Redelivered, with the same ID:
+//
+//	reg, err := callback.RegisterWith(ctx, runDir, "LS", callback.RegisterOptions{ManualAck: true})
+//	rec, err := reg.Next(ctx)
+//	handle(rec) // dedup on rec.ID if rec.Redelivered
+//	if rec.AckNeeded { err = reg.Ack(rec.ID) }
+//
 // State-changing ops need root, the daemon's uid, or its group; sending
 // reset or reboot codes needs root.
 package callback

@@ -42,6 +42,8 @@ var (
 	// context that ended mid-request, an I/O error, a reply that could not
 	// be decoded or that answered another request). Dial again.
 	ErrClosed = errors.New("callback: connection closed")
+	// ErrNotFound means the daemon knows no message of that id (result).
+	ErrNotFound = errors.New("callback: no such message")
 )
 
 var codeErrors = map[string]error{
@@ -56,6 +58,7 @@ var codeErrors = map[string]error{
 	CodeInternal:    ErrInternal,
 	CodeUnsupported: ErrUnsupported,
 	CodeLimit:       ErrLimit,
+	CodeNotFound:    ErrNotFound,
 }
 
 // Error is a failure reported by the daemon.

@@ -54,7 +54,7 @@ func runWithDaemons(m *testing.M) (int, error) {
 	var runDirs []string
 	for i := 1; i <= 2; i++ {
 		rd := filepath.Join(dir, fmt.Sprintf("host%d", i))
-		d, err := daemon.New(daemon.Config{RunDir: rd, Watchdog: "none", HostName: fmt.Sprintf("example-%d", i),
+		d, err := daemon.New(daemon.Config{RunDir: rd, StateDir: filepath.Join(rd, "state"), Watchdog: "none", HostName: fmt.Sprintf("example-%d", i),
 			OpenDevice: open, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			return 0, err

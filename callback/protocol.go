@@ -50,6 +50,7 @@ const (
 	CodeRefused    = "refused"    // the daemon refuses (shutdown with lockspaces joined)
 	CodeCancelled  = "cancelled"  // the op was cancelled (a join ended by rem_lockspace or shutdown)
 	CodeIO         = "io"         // storage error
+	CodeNotFound   = "not_found"  // result: no such message (never accepted here, or forgotten)
 	CodeInternal   = "internal"   // anything else
 	// CodeUnsupported: the daemon does not know the op or the protocol
 	// version (it is older than the client).
@@ -89,6 +90,17 @@ type Request struct {
 	// gone (informational; the client does the waiting); on send, asks for
 	// the result instead of just the seq.
 	Wait bool `json:"wait,omitempty"`
+	// ReportAccept, on send with Wait, asks for a first reply line as
+	// soon as the message is durable (SendReply.Accepted, with its ID),
+	// before the result line.
+	ReportAccept bool `json:"report_accept,omitempty"`
+	// ManualAck, on register: records that need an ack (AckNeeded) are
+	// acked to their sender only once this client acks them (AckLine);
+	// if it goes away first, they are delivered again to the next
+	// listener, flagged Redelivered.
+	ManualAck bool `json:"manual_ack,omitempty"`
+	// MsgID is the message id, HOST:ORIGIN:SEQ (result).
+	MsgID string `json:"msg_id,omitempty"`
 
 	// Send: Name is the lockspace; Targets the host ids; Generation the
 	// target generation (0 = any incarnation; one target only); Code the
@@ -276,13 +288,29 @@ const (
 	// OpRegister turns the connection into a stream of Records for
 	// lockspace Name: the daemon answers OK, then writes one JSON Record
 	// per line until the lockspace goes away (an "end" record) or the
-	// client closes the connection.
+	// client closes the connection. It may be done while the lockspace
+	// is still joining.
 	OpRegister = "register"
+	// OpResult returns what became of message ID (HOST:ORIGIN:SEQ) sent
+	// from this daemon in lockspace Name, from its durable outbox.
+	OpResult = "result"
 )
 
-// SendReply is the send op's payload.
+// SendReply is the send op's payload, and the result op's.
 type SendReply struct {
+	// ID is the message's identity, HOST:ORIGIN:SEQ: our host id, the
+	// generation it was first sent under and its seq. It is unique in the
+	// lockspace; `result` takes it.
+	ID  string `json:"id,omitempty"`
 	Seq uint64 `json:"seq"`
+	// Origin is the generation in ID.
+	Origin uint64 `json:"origin,omitempty"`
+	// Accepted marks the first of two reply lines of a send with Wait and
+	// ReportAccept: the message is durable, its result follows.
+	Accepted bool `json:"accepted,omitempty"`
+	// State is the result op's answer: "pending" (accepted, not finished;
+	// Targets lists the outcomes so far) or "done".
+	State string `json:"state,omitempty"`
 	// Done is set when the reply carries the result (send with Wait).
 	Done    bool           `json:"done,omitempty"`
 	OK      bool           `json:"ok,omitempty"` // every target got it (TargetStatus.OK)
@@ -306,6 +334,9 @@ type TargetStatus struct {
 	Status string    `json:"status,omitempty"`
 	OK     bool      `json:"ok"`
 	At     time.Time `json:"at"`
+	// HeldBack: while we waited, the target said it was holding messages
+	// back (no listener with room, or none registered yet after its join).
+	HeldBack bool `json:"held_back,omitempty"`
 }
 
 // MessageStatus is the message side of a lockspace, in LockspaceStatus.
@@ -327,12 +358,40 @@ type MessageStatus struct {
 	BadSector    int64 `json:"bad_sector"`
 	AckEvictions int64 `json:"ack_evictions"`
 	AckDeferred  int64 `json:"ack_deferred"`
-	// Overflows counts records dropped for slow listeners.
+	// Overflows counts records a listener missed because its queue was
+	// full (others had room); they were not counted as delivered to it.
 	Overflows int `json:"overflows"`
+	// HeldBack counts messages left on their sender's disk for a while
+	// (no listener had room, or none registered yet after the join).
+	HeldBack int64 `json:"held_back"`
+	// Returned counts deliveries given back by a manual-ack listener that
+	// went away; Redelivered, deliveries of a message handed out before.
+	Returned    int64 `json:"returned"`
+	Redelivered int64 `json:"redelivered"`
+	// Inherited counts ack entries carried over from our previous
+	// incarnation at the join.
+	Inherited int64 `json:"inherited"`
+	// Unacked counts deliveries waiting for a manual ack.
+	Unacked int `json:"unacked"`
+	// Durable says sends go through the durable outbox (a state
+	// directory is configured).
+	Durable bool `json:"durable"`
+	// Registrations lists the listeners.
+	Registrations []RegistrationStatus `json:"registrations,omitempty"`
 	// TargetOutcomes counts finished sends per target by how they ended:
 	// "acked/STATUS" (acked/delivered, acked/no-listener, ...) or the
 	// outcome (timeout, target-dead, delivered-unacknowledged, ...).
 	TargetOutcomes map[string]int64 `json:"target_outcomes,omitempty"`
+}
+
+// RegistrationStatus describes one listener.
+type RegistrationStatus struct {
+	By        string    `json:"by"` // the client's credentials
+	ManualAck bool      `json:"manual_ack,omitempty"`
+	Since     time.Time `json:"since"`
+	Queued    int       `json:"queued"`    // records waiting to be written to it
+	Overflows int       `json:"overflows"` // records it missed
+	Unacked   int       `json:"unacked"`   // records waiting for its ack
 }
 
 // Record types.
@@ -365,4 +424,24 @@ type Record struct {
 	Dropped int `json:"dropped,omitempty"`
 	// Reason says why the registration ended.
 	Reason string `json:"reason,omitempty"`
+	// ID is the message's identity, HOST:ORIGIN:SEQ (not for native
+	// events). A manual-ack registration acks a message by this id.
+	ID string `json:"id,omitempty"`
+	// Origin is the generation the message was first sent under (in ID;
+	// FromGeneration unless the sender restarted and resent it).
+	Origin uint64 `json:"origin,omitempty"`
+	// Redelivered: this host handed the same message (same ID) to a
+	// listener before: given back by a manual-ack listener that went away
+	// unacked, or delivered before a crash that kept its ack off the disk.
+	Redelivered bool `json:"redelivered,omitempty"`
+	// AckNeeded: a manual-ack registration must ack this record's ID;
+	// until one does, the sender is not told it was delivered.
+	AckNeeded bool `json:"ack_needed,omitempty"`
+}
+
+// AckLine is what a manual-ack registration writes, one per line, to ack
+// a record: {"op":"ack","id":"HOST:ORIGIN:SEQ"}.
+type AckLine struct {
+	Op string `json:"op"` // "ack"
+	ID string `json:"id"`
 }

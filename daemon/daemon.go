@@ -19,6 +19,7 @@ import (
 	"github.com/sanlock-msg/sanlock-msg/clock"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/state"
 	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
@@ -67,7 +68,25 @@ type Config struct {
 	// MaxConnsPerUID those of one uid (defaults DefaultMaxConns and
 	// DefaultMaxConnsPerUID). See ServerConfig.
 	MaxConns, MaxConnsPerUID int
+	// StateDir holds the durable outbox and receive marks of every
+	// lockspace (package state; default DefaultStateDir). "none" keeps
+	// them in memory only: a crash then loses queued sends.
+	StateDir string
+	// ListenerGrace is how long after a join a message that finds no
+	// listener stays on its sender's disk instead of being acked
+	// "no-listener" (hostmsg.Config.ListenerGrace; default 10 s, negative:
+	// none).
+	ListenerGrace time.Duration
+	// BootID identifies this boot for the reset marker (default: the
+	// kernel's, watchdog.CurrentBootID).
+	BootID string
 }
+
+// DefaultStateDir is the default state directory.
+const DefaultStateDir = "/var/lib/sanlock-msg"
+
+// NoStateDir as Config.StateDir keeps no durable state.
+const NoStateDir = "none"
 
 func (c Config) withDefaults() Config {
 	if c.RunDir == "" {
@@ -94,6 +113,12 @@ func (c Config) withDefaults() Config {
 	if c.OpenDevice == nil {
 		c.OpenDevice = func(path string) (delta.Device, error) { return delta.OpenFile(path, false) }
 	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.BootID == "" {
+		c.BootID, _ = watchdog.CurrentBootID()
+	}
 	return c
 }
 
@@ -105,10 +130,11 @@ func (c Config) withDefaults() Config {
 // ends (a forced shutdown), or when a fake watchdog fires (the simulated
 // reset; Run then returns an error wrapping watchdog.ErrFired).
 type Daemon struct {
-	cfg Config
-	log *slog.Logger
-	clk clock.Clock
-	gid uint32
+	cfg    Config
+	log    *slog.Logger
+	clk    clock.Clock
+	gid    uint32
+	bootID string
 
 	ready chan struct{} // closed once the socket listens
 	done  chan struct{} // closed when Run must return
@@ -120,6 +146,7 @@ type Daemon struct {
 	wdev    watchdog.Device
 	keeper  *watchdog.Keeper
 	srv     *Server
+	store   *state.Store // nil without a state directory
 
 	finishOnce sync.Once
 	runErr     error
@@ -128,6 +155,29 @@ type Daemon struct {
 	mu       sync.Mutex
 	members  map[string]*member
 	stopping bool
+
+	// resetPending says why this host must reset (a WD_RESET accepted now
+	// or before a restart in this boot); it refuses to join lockspaces.
+	// Its own lock: messengers set it while holding theirs, and d.mu is
+	// taken before a messenger's.
+	resetMu      sync.Mutex
+	resetPending string
+}
+
+// setResetPending latches a reset: no lockspace may be joined any more.
+func (d *Daemon) setResetPending(reason string) {
+	d.resetMu.Lock()
+	defer d.resetMu.Unlock()
+	if d.resetPending == "" {
+		d.resetPending = reason
+	}
+}
+
+// pendingReset returns why this host must reset, or "".
+func (d *Daemon) pendingReset() string {
+	d.resetMu.Lock()
+	defer d.resetMu.Unlock()
+	return d.resetPending
 }
 
 // member is one lockspace of the daemon.
@@ -163,7 +213,7 @@ func New(cfg Config) (*Daemon, error) {
 	if len(cfg.HostName) > leader.MaxHostName {
 		return nil, fmt.Errorf("daemon: host name %q is %d bytes, at most %d", cfg.HostName, len(cfg.HostName), leader.MaxHostName)
 	}
-	return &Daemon{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, gid: gid,
+	return &Daemon{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, gid: gid, bootID: cfg.BootID,
 		ready: make(chan struct{}), done: make(chan struct{}), members: make(map[string]*member)}, nil
 }
 
@@ -232,15 +282,33 @@ func (d *Daemon) start() error {
 	d.pidFile = f
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 
+	if d.cfg.StateDir != NoStateDir {
+		st, err := state.Open(d.cfg.StateDir)
+		if err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+		d.store = st
+	} else {
+		d.log.Warn("NO STATE DIRECTORY (--state-dir none): sends are kept in memory only; a daemon crash loses the queued ones, and a restarted receiver may deliver again what it acked just before")
+	}
+
 	pol := watchdog.NewPolicy()
-	reason, pending, err := watchdog.ReadMarker(d.cfg.RunDir)
+	marker, err := watchdog.LoadMarker(d.cfg.RunDir)
 	if err != nil {
 		return fmt.Errorf("daemon: %w; refusing to start rather than feed a host that may have to reset", err)
 	}
-	if pending {
-		pol.Reset("pending from before restart: " + reason)
-		d.log.Error("RESET PENDING: a reset was requested before this daemon restarted; the watchdog will never be fed again and the host will reset",
-			"reason", reason, "marker", filepath.Join(d.cfg.RunDir, watchdog.MarkerName))
+	switch {
+	case marker != nil && !marker.ThisBoot(d.bootID):
+		d.log.Warn("reset marker from an earlier boot: the reset happened; clearing it",
+			"reason", marker.Reason, "marker_boot_id", marker.BootID, "boot_id", d.bootID, "written", marker.Time)
+		if err := watchdog.ClearMarker(d.cfg.RunDir); err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+	case marker != nil:
+		pol.Reset("pending from before restart: " + marker.Reason)
+		d.setResetPending(marker.Reason)
+		d.log.Error("RESET PENDING: a reset was requested before this daemon restarted, in this boot; the watchdog will never be fed again, the host will reset, and no lockspace may be joined",
+			"reason", marker.Reason, "marker", filepath.Join(d.cfg.RunDir, watchdog.MarkerName))
 	}
 	dev, err := watchdog.OpenSpec(d.cfg.Watchdog, d.cfg.WatchdogTimeout, d.clk)
 	if err != nil {
@@ -291,6 +359,9 @@ func (d *Daemon) cleanupStart() {
 	if d.pidFile != nil {
 		d.pidFile.Close()
 	}
+	if d.store != nil {
+		d.store.Close()
+	}
 }
 
 // Shutdown stops the daemon. Without force it refuses, with an error
@@ -299,6 +370,11 @@ func (d *Daemon) cleanupStart() {
 // disarmed only if every lockspace was released cleanly. Shutdown must not
 // be called from an op handler; it returns once Run is about to return.
 func (d *Daemon) Shutdown(ctx context.Context, force bool) error {
+	select {
+	case <-d.done:
+		return nil // stopped already (a fake watchdog fired)
+	default:
+	}
 	err := d.stopLockspaces(ctx, force)
 	if errors.Is(err, callback.ErrRefused) {
 		return err
@@ -355,6 +431,9 @@ func (d *Daemon) finish(err error) {
 			d.abandonFake()
 		}
 		d.pidFile.Close()
+		if d.store != nil {
+			d.store.Close()
+		}
 		d.runErr = err
 		if err == nil {
 			d.log.Info("daemon stopped")
@@ -378,6 +457,13 @@ func (d *Daemon) abandonFake() {
 func (d *Daemon) crash() {
 	d.log.Error("FAKE WATCHDOG FIRED: simulating a host reset; stopping all lockspace I/O now and exiting",
 		"decision", d.keeper.Status().String())
+	d.halt(fmt.Errorf("daemon: simulated host reset: %w", watchdog.ErrFired))
+}
+
+// halt stops every lockspace at once, without release and without ending
+// their sends (their journals keep them unfinished, as after a kill), and
+// makes Run return err.
+func (d *Daemon) halt(err error) {
 	d.mu.Lock()
 	d.stopping = true
 	ms := make([]*member, 0, len(d.members))
@@ -395,8 +481,9 @@ func (d *Daemon) crash() {
 		if ls != nil {
 			ls.Close()
 		}
+		m.msg.closeState()
 	}
-	d.finish(fmt.Errorf("daemon: simulated host reset: %w", watchdog.ErrFired))
+	d.finish(err)
 }
 
 // ioTimeoutOf validates a requested io_timeout.
@@ -476,13 +563,23 @@ func (d *Daemon) startJoin(spec delta.Spec, iot time.Duration, hostName string, 
 	if d.stopping {
 		return nil, Fail(callback.CodeRefused, fmt.Errorf("daemon: add_lockspace %s: daemon is shutting down", spec.Name))
 	}
+	if why := d.pendingReset(); why != "" {
+		return nil, Fail(callback.CodeRefused, fmt.Errorf("daemon: add_lockspace %s: this host must reset (%s); it joins no lockspace, so that peers never see a doomed host LIVE",
+			spec.Name, why))
+	}
 	if old := d.members[spec.Name]; old != nil {
 		return nil, Fail(callback.CodeExists, fmt.Errorf("daemon: add_lockspace %s: lockspace %s already %s as %s",
 			spec, spec.Name, old.state, old.spec))
 	}
+	msg := d.newMessenger(spec.Name, spec.HostID, iot)
+	if d.store != nil {
+		if err := msg.openState(d.store); err != nil {
+			return nil, Fail(callback.CodeIO, fmt.Errorf("daemon: add_lockspace %s: %w", spec.Name, err))
+		}
+	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	m := &member{spec: spec, hostName: hostName, io: iot, cancel: cancel, joined: make(chan struct{}),
-		state: callback.StateJoining, since: d.clk.Now(), msg: d.newMessenger(spec.Name, iot)}
+		state: callback.StateJoining, since: d.clk.Now(), msg: msg}
 	d.members[spec.Name] = m
 	d.log.Info("adding lockspace", "lockspace", spec.Name, "host_id", spec.HostID, "path", spec.Path,
 		"offset", spec.Offset, "io_timeout", iot, "host_name", hostName, "by", peer.String())
@@ -532,6 +629,11 @@ func (d *Daemon) join(ctx context.Context, m *member) {
 		m.msg.setLockspace(ls)
 	}
 	d.mu.Unlock()
+	if err != nil {
+		// Listeners that registered while it joined learn why it ended.
+		m.msg.stop(fmt.Sprintf("add_lockspace failed: %v", err))
+		m.msg.closeState()
+	}
 	close(m.joined)
 	if err != nil {
 		log.Warn("add_lockspace failed", "err", err)

@@ -203,6 +203,8 @@ func TestDaemon_busy(t *testing.T) {
 	}
 	t.Run("busy", func(t *testing.T) {
 		t.Parallel()
+		// Parallel subtests may wait for a slot: each has its own deadline.
+		ctx := ctxT(t, time.Minute)
 		start := time.Now()
 		_, err := b.dial(t).AddLockspace(ctx, "LS:1:img:0", callback.AddOptions{IOTimeout: time.Second})
 		wantCode(t, err, callback.ErrBusy, callback.CodeBusy)
@@ -215,6 +217,7 @@ func TestDaemon_busy(t *testing.T) {
 	})
 	t.Run("cancel", func(t *testing.T) {
 		t.Parallel()
+		ctx := ctxT(t, time.Minute)
 		c := startDaemon(t, ds, nil)
 		errc := make(chan error, 1)
 		go func() {
@@ -378,7 +381,7 @@ func TestDaemon_runDirExclusive(t *testing.T) {
 	t.Parallel()
 	ds := newDevices()
 	td := startDaemon(t, ds, nil)
-	d, err := daemon.New(daemon.Config{RunDir: td.dir, Watchdog: "none", Logger: testLogger(t)})
+	d, err := daemon.New(daemon.Config{RunDir: td.dir, StateDir: t.TempDir(), Watchdog: "none", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +415,7 @@ func TestDaemon_badWatchdog(t *testing.T) {
 	if err := os.WriteFile(notWD, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d, err := daemon.New(daemon.Config{RunDir: t.TempDir(), Watchdog: notWD, Logger: testLogger(t)})
+	d, err := daemon.New(daemon.Config{RunDir: t.TempDir(), StateDir: t.TempDir(), Watchdog: notWD, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,9 +425,10 @@ func TestDaemon_badWatchdog(t *testing.T) {
 	}
 }
 
-// TestDaemon_resetPending: a reset marker left in the run dir means the
-// watchdog is never fed; the fake fires and Run returns ErrFired (the
-// command exits 137).
+// TestDaemon_resetPending: a reset marker of this boot left in the run dir
+// means the watchdog is never fed and no lockspace may be joined (peers
+// must not see a doomed host LIVE); the fake fires and Run returns
+// ErrFired (the command exits 137).
 func TestDaemon_resetPending(t *testing.T) {
 	t.Parallel()
 	ds := newDevices()
@@ -434,7 +438,7 @@ func TestDaemon_resetPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	wdFile := filepath.Join(t.TempDir(), "wd")
-	d, err := daemon.New(daemon.Config{RunDir: dir, Watchdog: "fake:" + wdFile, WatchdogTimeout: 3 * time.Second,
+	d, err := daemon.New(daemon.Config{RunDir: dir, StateDir: t.TempDir(), Watchdog: "fake:" + wdFile, WatchdogTimeout: 3 * time.Second,
 		OpenDevice: ds.open, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -454,9 +458,9 @@ func TestDaemon_resetPending(t *testing.T) {
 	if st.Watchdog.Feeding || !st.Watchdog.Reset || !strings.Contains(st.Watchdog.Decision, "WD_RESET from host 3") {
 		t.Errorf("watchdog %+v, want a latched reset", st.Watchdog)
 	}
-	// A join in progress when the fake fires is cut short too.
-	if _, err := c.AddLockspace(context.Background(), "LS:1:img:0", callback.AddOptions{IOTimeout: time.Second}); err != nil {
-		t.Fatal(err)
+	_, err = c.AddLockspace(context.Background(), "LS:1:img:0", callback.AddOptions{IOTimeout: time.Second})
+	if !errors.Is(err, callback.ErrRefused) || !strings.Contains(err.Error(), "must reset") {
+		t.Fatalf("add_lockspace with a reset pending: %v, want refused", err)
 	}
 	select {
 	case err := <-done:

@@ -75,6 +75,7 @@ func startDaemon(t testing.TB, ds *devices, mutate func(*daemon.Config)) *testDa
 	t.Helper()
 	cfg := daemon.Config{
 		RunDir:          t.TempDir(),
+		StateDir:        t.TempDir(),
 		Watchdog:        "none",
 		WatchdogTimeout: time.Second,
 		OpenDevice:      ds.open,

@@ -90,6 +90,12 @@ type Acquirer struct {
 	Timestamp func(time.Time) uint64
 	// Ext is the extension to write with the lease (may be nil).
 	Ext *leader.Extension
+	// CarryAcks makes the acquire write keep the ack table of the sector
+	// it takes over, if that sector was ours (marked) and its extension
+	// intact: messages our previous incarnation acked stay acked for
+	// senders that still wait, and its next incarnation can read them
+	// again after a crash right after the join.
+	CarryAcks bool
 
 	phase   int
 	ss      int
@@ -204,7 +210,13 @@ func (a *Acquirer) write(now time.Time, r leader.Record) Step {
 	if err := leader.SetName(&r.ResourceName, a.HostName, leader.MaxHostName); err != nil {
 		return fail(err)
 	}
-	s := leader.Sector{Record: r, Ext: a.Ext}
+	ext := a.Ext
+	if a.CarryAcks && ext != nil && a.prev.Ext != nil && len(a.prev.Ext.Acks) > 0 {
+		e := *ext
+		e.Acks = append([]leader.Ack(nil), a.prev.Ext.Acks...)
+		ext = &e
+	}
+	s := leader.Sector{Record: r, Ext: ext}
 	s.Seal()
 	buf := make([]byte, a.ss)
 	if err := s.Encode(buf); err != nil {

@@ -165,6 +165,15 @@ type Messenger interface {
 	Tick(now time.Time)
 }
 
+// Inheritor is implemented by a Messenger that carries state over from
+// our previous incarnation in the lockspace. The acquire then keeps the
+// ack table of the sector it takes over (Acquirer.CarryAcks), and Inherit
+// is called once, before Joined, with that sector as the acquire's first
+// read found it (its Ext is nil unless it was ours and intact).
+type Inheritor interface {
+	Inherit(prev leader.Sector)
+}
+
 // Payload is the message part of our own sector: the event fields, the
 // bitmap and the extension.
 type Payload struct {
@@ -209,6 +218,7 @@ type Lockspace struct {
 	mu          sync.Mutex // guards everything below
 	hosts       *Hosts
 	last        leader.Record // last record written
+	lastAcks    []leader.Ack  // ack table of the last sector written
 	lastWriteOK bool
 	lastRenewal time.Time // start of the last successful renewal
 	joinedAt    time.Time
@@ -222,6 +232,7 @@ type Lockspace struct {
 	closed      bool
 	pollEvery   time.Duration
 	pollHigh    uint64
+	wWarned     map[uint64]uint16 // per host id, the other W last warned about
 }
 
 // Join acquires cfg.HostID in the lockspace on o and starts renewing it. It
@@ -255,11 +266,17 @@ func Join(ctx context.Context, o *IO, cfg Config) (*Lockspace, error) {
 	if ls.tsBase == 0 {
 		ls.tsBase = monotonicSeconds()
 	}
-	rec, start, err := ls.acquire(ctx)
+	rec, start, prev, err := ls.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	ls.last, ls.lastWriteOK, ls.lastRenewal, ls.joinedAt = rec, true, start, ls.clk.Now()
+	if inh, ok := ls.msgr.(Inheritor); ok {
+		if prev.Ext != nil {
+			ls.lastAcks = prev.Ext.Acks
+		}
+		inh.Inherit(prev)
+	}
 	ls.log.Info("joined lockspace", "generation", rec.OwnerGeneration, "host_name", cfg.HostName,
 		"io_timeout", t.IO, "sector_size", area.Geo.SectorSize, "align", leader.AlignString(area.Geo.AlignSize),
 		"took", ls.clk.Now().Sub(ls.t0))
@@ -302,11 +319,13 @@ func sleepUntil(ctx context.Context, clk clock.Clock, t time.Time) error {
 	}
 }
 
-// acquire drives an Acquirer with real I/O; it returns the record written
-// and when the acquire write started (the lease's first renewal).
-func (ls *Lockspace) acquire(ctx context.Context) (leader.Record, time.Time, error) {
+// acquire drives an Acquirer with real I/O; it returns the record written,
+// when the acquire write started (the lease's first renewal), and our
+// sector as the acquire first found it.
+func (ls *Lockspace) acquire(ctx context.Context) (leader.Record, time.Time, leader.Sector, error) {
+	_, carry := ls.msgr.(Inheritor)
 	a := &Acquirer{Name: ls.cfg.Name, HostID: ls.cfg.HostID, HostName: ls.cfg.HostName, Timeouts: ls.t,
-		Timestamp: ls.timestamp, Ext: ls.emptyExt()}
+		Timestamp: ls.timestamp, Ext: ls.emptyExt(), CarryAcks: carry}
 	off := ls.area.HostOffset(ls.cfg.HostID)
 	ss := ls.area.Geo.SectorSize
 	var writeStart time.Time
@@ -326,12 +345,12 @@ func (ls *Lockspace) acquire(ctx context.Context) (leader.Record, time.Time, err
 				ls.cfg.OnAcquireWait(step.Why, step.Until)
 			}
 			if err := sleepUntil(ctx, ls.clk, step.Until); err != nil {
-				return leader.Record{}, time.Time{}, fmt.Errorf("delta: join %s host_id %d: %w", ls.cfg.Name, ls.cfg.HostID, err)
+				return leader.Record{}, time.Time{}, leader.Sector{}, fmt.Errorf("delta: join %s host_id %d: %w", ls.cfg.Name, ls.cfg.HostID, err)
 			}
 		case StepDone:
-			return step.Record, writeStart, nil
+			return step.Record, writeStart, a.Previous(), nil
 		case StepFail:
-			return leader.Record{}, time.Time{}, fmt.Errorf("delta: join %s: %w", ls.cfg.Name, step.Err)
+			return leader.Record{}, time.Time{}, leader.Sector{}, fmt.Errorf("delta: join %s: %w", ls.cfg.Name, step.Err)
 		}
 		step = a.Next(ls.clk.Now(), data, err)
 	}
@@ -396,7 +415,7 @@ func (ls *Lockspace) Close() {
 func (ls *Lockspace) Release(ctx context.Context) error {
 	ls.Close()
 	ls.mu.Lock()
-	rec, ok, lerr := ls.last, ls.lastWriteOK, ls.err
+	rec, ok, lerr, acks := ls.last, ls.lastWriteOK, ls.err, ls.lastAcks
 	ls.mu.Unlock()
 	if !ok || lerr != nil {
 		return fmt.Errorf("delta: release %s host_id %d: last renewal did not succeed (%v); the lease will expire instead",
@@ -409,7 +428,9 @@ func (ls *Lockspace) Release(ctx context.Context) error {
 	rec.Timestamp = 0
 	// The extension stays (without a message): the sector is still ours,
 	// and a later join of this host reads its ack table.
-	s := leader.Sector{Record: rec, Ext: ls.emptyExt()}
+	ext := ls.emptyExt()
+	ext.Acks = acks
+	s := leader.Sector{Record: rec, Ext: ext}
 	s.Seal()
 	buf := make([]byte, ls.area.Geo.SectorSize)
 	if err := s.Encode(buf); err != nil {
@@ -639,7 +660,12 @@ func (ls *Lockspace) iterate(ctx context.Context, now time.Time, renew, full boo
 	own := secs[ls.cfg.HostID-1].Record
 	err = ls.checkOwn(&own)
 	last0, stuck := ls.last, ls.area.IO.StuckWrites()
+	otherW := ls.otherWatchdogs(secs)
 	ls.mu.Unlock()
+	for _, o := range otherW {
+		ls.log.Warn("a peer states another watchdog timeout W than ours; its host_dead uses its own W, but W should be the same on every host",
+			"peer", o.id, "peer_w", time.Duration(o.w)*time.Second, "our_w", ls.t.Watchdog)
+	}
 	if err != nil {
 		return false, err
 	}
@@ -681,6 +707,10 @@ func (ls *Lockspace) iterate(ctx context.Context, now time.Time, renew, full boo
 	ls.mu.Lock()
 	if werr == nil {
 		ls.last, ls.lastWriteOK = rec, true
+		ls.lastAcks = nil
+		if p.Ext != nil {
+			ls.lastAcks = append(ls.lastAcks, p.Ext.Acks...)
+		}
 		ls.writes++
 		if renew {
 			ls.lastRenewal = now
@@ -696,6 +726,33 @@ func (ls *Lockspace) iterate(ctx context.Context, now time.Time, renew, full boo
 		return false, fmt.Errorf("delta: write our sector: %w", werr)
 	}
 	return true, nil
+}
+
+type peerW struct {
+	id uint64
+	w  uint16
+}
+
+// otherWatchdogs returns the peers whose sector states a W other than
+// ours, once per peer and value. Callers hold mu.
+func (ls *Lockspace) otherWatchdogs(secs []leader.Sector) []peerW {
+	var out []peerW
+	ours := ls.watchdogSeconds()
+	for i := range secs {
+		id := uint64(i + 1)
+		e := secs[i].Ext
+		if id == ls.cfg.HostID || e == nil || e.Watchdog == 0 || e.Watchdog == ours || secs[i].Record.Timestamp == 0 {
+			continue
+		}
+		if ls.wWarned == nil {
+			ls.wWarned = make(map[uint64]uint16)
+		}
+		if ls.wWarned[id] != e.Watchdog {
+			ls.wWarned[id] = e.Watchdog
+			out = append(out, peerW{id, e.Watchdog})
+		}
+	}
+	return out
 }
 
 // watchdogSeconds is W as our extension carries it: peers use it for our

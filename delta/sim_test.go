@@ -214,7 +214,9 @@ func (n *lsNet) startJoin(cfg Config, faults bool) *lsHost {
 		cfg.Name = "LS"
 	}
 	cfg.Clock = clk
-	cfg.Logger = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	cfg.waitHook = func(until time.Time) { h.ev <- sleepEvent{kind: sleepLoop, until: until} }
 	user := cfg.OnRenewal
 	cfg.OnRenewal = func(ev RenewalEvent) {

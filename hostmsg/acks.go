@@ -6,25 +6,32 @@ import (
 	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
-// ensureAck makes sure our ack table holds an entry for the source
-// incarnation covering seq (it may have been evicted before the sender
-// saw it).
-func (m *Machine) ensureAck(now time.Time, host, gen, seq uint64, st leader.AckStatus) {
+// ensureAck makes sure our ack table holds an entry for the source and
+// origin covering seq (it may have been evicted before the sender saw
+// it).
+func (m *Machine) ensureAck(now time.Time, host uint64, o16 uint16, seq uint64, st leader.AckStatus) {
 	for _, e := range m.acks {
-		if e.ack.Matches(host, gen) && e.ack.Seq >= seq {
+		if e.ack.HostID == host && e.ack.Gen16 == o16 && e.ack.Seq >= seq {
 			return
 		}
 	}
-	m.setAck(now, host, gen, seq, st)
+	m.setAck(now, host, o16, seq, st)
 }
 
-// setAck records an ack in our table, evicting an entry the sender no
-// longer needs, or else the oldest one that has been on disk for AckHold.
-// If every entry is still needed the ack waits (ensureAck retries it).
-func (m *Machine) setAck(now time.Time, host, gen, seq uint64, st leader.AckStatus) {
-	a := leader.Ack{HostID: host, Gen16: uint16(gen), Status: st, Seq: seq}
+// setAck records an ack in our table: it replaces the source's entry
+// (whatever its origin: a sender needs one origin's ack from us at a
+// time), else takes a free slot, else evicts an entry the sender no
+// longer needs, or else the oldest one that has been on disk for
+// AckHold. If every entry is still needed the ack waits (ensureAck
+// retries it). Entries that leave the table for another origin or host
+// are reported in Ready.Forgotten.
+func (m *Machine) setAck(now time.Time, host uint64, o16 uint16, seq uint64, st leader.AckStatus) {
+	a := leader.Ack{HostID: host, Gen16: o16, Status: st, Seq: seq}
 	for _, e := range m.acks {
 		if e.ack.HostID == host {
+			if e.ack.Gen16 != o16 {
+				m.ready.Forgotten = append(m.ready.Forgotten, e.ack)
+			}
 			e.ack, e.written = a, time.Time{}
 			m.changed()
 			return
@@ -54,6 +61,7 @@ func (m *Machine) setAck(now time.Time, host, gen, seq uint64, st leader.AckStat
 		return
 	}
 	m.stats.AckEvictions++
+	m.ready.Forgotten = append(m.ready.Forgotten, victim.ack)
 	victim.ack, victim.written = a, time.Time{}
 	m.changed()
 }
@@ -62,8 +70,8 @@ func (m *Machine) setAck(now time.Time, host, gen, seq uint64, st leader.AckStat
 // it: its current message is addressed to us and covered by e.
 func (m *Machine) ackNeeded(e *ackEntry) bool {
 	p := m.peers[e.ack.HostID]
-	if p == nil || p.state == PeerDead || p.state == PeerFree || uint16(p.gen) != e.ack.Gen16 {
+	if p == nil || p.state == PeerDead || p.state == PeerFree {
 		return false
 	}
-	return p.addrSeq != 0 && p.addrSeq <= e.ack.Seq
+	return p.addrSeq != 0 && p.addrOrigin == e.ack.Gen16 && p.addrSeq <= e.ack.Seq
 }

@@ -171,8 +171,12 @@ func BenchmarkMessageRound(b *testing.B) {
 				write(&secA, rawA, 1, &tsA, a)
 				now = now.Add(50 * time.Millisecond)
 				r.Observe(now, read())
-				if rd := r.Ready(); len(rd.Deliveries) != 1 || rd.Deliveries[0].Seq != seq {
+				rd := r.Ready()
+				if len(rd.Deliveries) != 1 || rd.Deliveries[0].Seq != seq {
 					b.Fatalf("seq %d: receiver got %+v", seq, rd.Deliveries)
+				}
+				if err := r.Ack(now, rd.Deliveries[0].ID(), leader.StatusDelivered); err != nil {
+					b.Fatal(err)
 				}
 				write(&secB, rawB, 2, &tsB, r)
 				now = now.Add(50 * time.Millisecond)

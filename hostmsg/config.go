@@ -32,6 +32,30 @@ type Config struct {
 	// CanReset says a watchdog can reset this host. Without one a WD_RESET
 	// is acked "reset-unavailable" (and still delivered to listeners).
 	CanReset bool
+	// SeqWindow bounds a caller's seq: at most this far above the last
+	// one (default DefaultSeqWindow), so that no caller can exhaust the
+	// 48-bit space in a few sends.
+	SeqWindow uint64
+	// ListenerGrace: for this long after the first Observe, a message that
+	// finds no listener is left unprocessed on its sender's disk instead of
+	// being acked "no-listener", so that the listeners of a restarting
+	// receiver can register first (default 10 s; negative: none).
+	ListenerGrace time.Duration
+	// Inherited is the ack table our previous incarnation left in our
+	// sector (delta.Acquirer.Previous), if that sector was ours and
+	// intact. The machine starts from it: messages it acked are not
+	// delivered again, and its entries stay in our table for senders that
+	// still wait for them.
+	Inherited []leader.Ack
+	// Remembered are further ack entries an earlier incarnation kept
+	// beyond its table (evicted or replaced, see Ready.Forgotten): they
+	// seed the receive state only.
+	Remembered []leader.Ack
+	// Handed are messages an earlier incarnation handed to its listeners
+	// (the driver notes each Delivery before handing it out): if one comes
+	// again because its ack never reached the disk, it is delivered with
+	// Redelivered set.
+	Handed []MsgID
 }
 
 func (c *Config) validate() error {
@@ -58,6 +82,15 @@ func (c *Config) validate() error {
 	}
 	if c.MaxOutbox == 0 {
 		c.MaxOutbox = 1024
+	}
+	if c.SeqWindow == 0 {
+		c.SeqWindow = DefaultSeqWindow
+	}
+	if c.ListenerGrace == 0 {
+		c.ListenerGrace = 10 * time.Second
+	}
+	if len(c.Inherited) > leader.AckCapacity(c.SectorSize) {
+		return fmt.Errorf("hostmsg: %d inherited acks, a %d-byte sector holds %d", len(c.Inherited), c.SectorSize, leader.AckCapacity(c.SectorSize))
 	}
 	return nil
 }

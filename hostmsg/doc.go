@@ -12,14 +12,28 @@
 //
 // # Protocol
 //
-// A sender puts one message at a time in its own sector: the sanlock event
-// fields (target generation, code, data), one bitmap bit per target, and a
-// 48-bit seq in the extension. Receivers deliver a seq only if it is greater
-// than the last one they processed from that sender incarnation (host id and
-// generation), so nothing is delivered twice to one receiver incarnation and
-// everything arrives in order. Each receiver answers in its own sector's ack
-// table with (sender, sender generation, seq, status); acks are cumulative
-// per sender. The sender keeps the message on disk until every target acked
+// A message is identified by (sender host id, origin, seq), written
+// HOST:ORIGIN:SEQ (MsgID): the origin is the sender generation it was first
+// sent under. A sender puts one message at a time in its own sector: the
+// sanlock event fields (target generation, code, data), one bitmap bit per
+// target, and the 48-bit seq and 16 bits of the origin in the extension.
+// A sender that restarts resends the messages its durable outbox still
+// holds (Resend) under their original identity, before new ones. Receivers
+// keep, per sender and origin, the last seq they processed, and deliver a
+// message only if its seq is greater, so nothing is delivered twice and
+// everything arrives in order. Each receiver answers in its own sector's
+// ack table with (sender, origin, seq, status); acks are cumulative per
+// sender and origin. A receiver's table survives its restart: the acquire
+// of its next incarnation copies it (Config.Inherited), so a message it
+// acked is not delivered again; entries that leave the table can be kept
+// by the driver (Ready.Forgotten, Config.Remembered).
+//
+// A delivery that AwaitsAck is acked only once the driver calls Ack (after
+// a listener's queue took it, or once an application acked it), or given
+// back with Return (delivered again later, flagged Redelivered). While no
+// listener has room (SetRoom), or for Config.ListenerGrace after the join
+// while none is registered, new messages are left unprocessed on their
+// senders' disks and our sector says we hold messages back. The sender keeps the message on disk until every target acked
 // it, died, restarted (when a generation was named) or the send timed out;
 // only then does it write the next one from its outbox, so nothing is ever
 // clobbered. Targets that run plain sanlock cannot ack: they see the message
@@ -35,9 +49,9 @@
 //
 // # Driver duties
 //
-// For each read of the area: call Observe, then Ready; hand every Delivery
-// to the listeners before writing (the ack written next says "delivered");
-// then call Payload and, if it is urgent or a renewal is due, write it in our
+// For each read of the area: call SetRoom and Observe, then Ready; hand
+// every Delivery to the listeners and Ack (or Return) those that AwaitsAck
+// as soon as that is decided; then call Payload and, if it is urgent or a renewal is due, write it in our
 // sector and report the outcome with Written. A Machine is not safe for
 // concurrent use: the driver serialises calls.
 package hostmsg

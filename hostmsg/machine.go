@@ -26,6 +26,14 @@ type Ready struct {
 	// watchdog now; once ResetWritten reports the "resetting" ack on
 	// disk, shorten the watchdog timeout so the host resets at once.
 	Reset *Reset
+	// TargetsDone are targets of our sends that just got their outcome
+	// (each finished send's Result lists them again).
+	TargetsDone []TargetDone
+	// Forgotten are ack entries that just left our table (evicted for
+	// another sender, or replaced by one for a newer origin of the same
+	// sender). A driver that keeps them (Config.Remembered of the next
+	// incarnation) closes the window where a restart forgets them.
+	Forgotten []leader.Ack
 }
 
 // Stats counts what a Machine did.
@@ -40,6 +48,10 @@ type Stats struct {
 	BadSector                int64 // peer sectors ignored: leader checks failed
 	AckEvictions             int64 // ack entries evicted from a full table
 	AckDeferred              int64 // acks that waited for a free entry
+	HeldBack                 int64 // messages left on their sender's disk for a while: no listener room, or the join grace
+	Returned                 int64 // deliveries the driver gave back (Return); they are delivered again
+	Redelivered              int64 // deliveries of a message handed out before
+	Inherited                int64 // ack entries carried forward from our previous incarnation
 }
 
 // Machine is the message protocol of one lockspace membership. It is not
@@ -48,15 +60,22 @@ type Machine struct {
 	cfg Config
 
 	lastSeq uint64
-	outbox  []*outMsg // queued, not yet in our sector, in seq order
+	orders  uint64    // last outMsg.order given
+	outbox  []*outMsg // queued, not yet in our sector, in queue order
 	cur     *outMsg   // the message in our sector, or nil
 	// parked holds messages taken out of our sector because every target
 	// they still wait for stopped renewing, so that messages to other
 	// hosts are not held up behind them; each goes back on disk when a
 	// target renews again, and ends when it is DEAD or times out.
-	parked    []*outMsg
+	parked []*outMsg
+	// expired are resent messages whose deadline passed while we were
+	// down: the first Observe settles them from the acks on disk.
+	expired   []*outMsg
 	peers     map[uint64]*peer
 	listeners int
+	room      int       // deliveries the driver can take now; < 0: no limit
+	start     time.Time // first Observe: the listener grace counts from it
+	holding   bool      // our sector says we hold messages back
 	acks      []*ackEntry
 	reset     *resetState
 
@@ -77,27 +96,59 @@ type peer struct {
 	// changed is when its timestamp last changed (local time).
 	changed time.Time
 	ext     bool // its last valid sector had our extension
-	// addrSeq is the seq of its current message if that message is
-	// addressed to us (0 if none); used to tell whether our ack for it
-	// is still needed.
-	addrSeq uint64
-	// ackSeq/ackStatus: its ack table entry for us (our incarnation).
-	hasAck    bool
-	ackSeq    uint64
-	ackStatus leader.AckStatus
+	// addrSeq and addrOrigin identify its current message if that
+	// message is addressed to us (addrSeq 0 if none); used to tell
+	// whether our ack for it is still needed.
+	addrSeq    uint64
+	addrOrigin uint16
+	// acks are its ack table entries for messages from us (one per
+	// origin of ours it acked).
+	acks []leader.Ack
+	// holding: its sector says it holds messages back.
+	holding bool
 
-	// receive side, per source incarnation rxGen
-	rxGen       uint64
-	rxSeq       uint64 // last seq processed
-	ackedSeq    uint64 // last ackable seq processed, and its status
-	ackedStatus leader.AckStatus
-	native      *episode // current native event episode, if any
+	// receive side: per origin of its messages (low 16 bits), the
+	// state of the few most recent ones.
+	rx     map[uint16]*rxState
+	held   uint64   // seq of its message we are holding back (0: none)
+	native *episode // current native event episode, if any
 }
+
+// rxState is what we did with the messages of one sender and origin.
+type rxState struct {
+	seq uint64 // highest seq taken (handed out or decided)
+	// acked/status is the cumulative ack: every ackable message up to
+	// acked was decided, the last one with status.
+	acked  uint64
+	status leader.AckStatus
+	// open are the ackable messages taken after acked, in seq order,
+	// not all decided yet (the ack waits for the driver's Ack).
+	open []*openMsg
+	// handed is the highest seq ever handed to the driver, so that a
+	// message given back and delivered again is flagged Redelivered.
+	handed uint64
+	used   time.Time
+}
+
+type openMsg struct {
+	seq    uint64
+	prev   uint64 // rxState.seq before it was taken
+	done   bool
+	status leader.AckStatus // 0 with done: dropped without an ack
+}
+
+// maxOrigins is how many origins per sender a receiver remembers: a
+// restarted sender resends its old origin's messages and then sends new
+// ones, and may restart again meanwhile.
+const maxOrigins = 4
 
 type episode struct{ gen, tgen, code, data uint64 }
 
 type outMsg struct {
 	Message
+	origin    uint64 // generation it was first sent under
+	order     uint64 // queue order
+	held      bool   // Hold: not yet committed
 	seq       uint64
 	data      uint64
 	unackable bool
@@ -111,8 +162,9 @@ type outMsg struct {
 
 type target struct {
 	id       uint64
-	gen      uint64
+	gen      uint64 // 0: not seen yet (a resent message)
 	done     bool
+	heldBack bool
 	res      TargetResult
 	lastTS   uint64
 	renewals int
@@ -141,7 +193,60 @@ func New(cfg Config) (*Machine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Machine{cfg: cfg, peers: make(map[uint64]*peer)}, nil
+	m := &Machine{cfg: cfg, peers: make(map[uint64]*peer), room: -1}
+	m.inherit(cfg.Remembered, false)
+	m.inherit(cfg.Inherited, true)
+	for _, id := range cfg.Handed {
+		if id.Host == 0 || id.Host == cfg.HostID {
+			continue
+		}
+		pp := m.peer(id.Host)
+		rx := pp.rx[uint16(id.Origin)]
+		if rx == nil {
+			rx = &rxState{}
+			pp.rx[uint16(id.Origin)] = rx
+		}
+		rx.handed = max(rx.handed, id.Seq)
+	}
+	return m, nil
+}
+
+// inherit seeds the receive state with ack entries of an earlier
+// incarnation; with table, the entries also go into our ack table, as
+// the acquire wrote them.
+func (m *Machine) inherit(acks []leader.Ack, table bool) {
+	for _, a := range acks {
+		if a.HostID == 0 || a.HostID == m.cfg.HostID {
+			continue
+		}
+		pp := m.peer(a.HostID)
+		rx := pp.rx[a.Gen16]
+		if rx == nil {
+			rx = &rxState{}
+			pp.rx[a.Gen16] = rx
+		}
+		if a.Seq > rx.acked {
+			rx.seq, rx.acked, rx.status, rx.handed = a.Seq, a.Seq, a.Status, a.Seq
+		}
+		if table {
+			m.acks = append(m.acks, &ackEntry{ack: a})
+			m.stats.Inherited++
+		}
+	}
+	for _, pp := range m.peers {
+		for len(pp.rx) > maxOrigins && pp.evictRx(nil) {
+		}
+	}
+}
+
+// peer returns the state kept for host id, creating it.
+func (m *Machine) peer(id uint64) *peer {
+	pp := m.peers[id]
+	if pp == nil {
+		pp = &peer{id: id, rx: make(map[uint16]*rxState)}
+		m.peers[id] = pp
+	}
+	return pp
 }
 
 // Config returns the configuration in use (defaults applied).
@@ -151,8 +256,16 @@ func (m *Machine) Config() Config { return m.cfg }
 func (m *Machine) Stats() Stats { return m.stats }
 
 // SetListeners tells the machine how many clients listen for messages;
-// with none, messages are acked "no-listener" and not delivered.
+// with none, messages are acked "no-listener" and not delivered (after
+// Config.ListenerGrace).
 func (m *Machine) SetListeners(n int) { m.listeners = n }
+
+// SetRoom tells the machine how many more messages the listeners can take
+// now (the most any one listener's queue has room for); negative means no
+// limit, the default. With listeners but no room, a new message is left
+// unprocessed on its sender's disk (back-pressure: the sender keeps
+// waiting) and our sector says we hold messages back.
+func (m *Machine) SetRoom(n int) { m.room = n }
 
 // Ready returns and clears the pending work.
 func (m *Machine) Ready() Ready {
@@ -163,14 +276,18 @@ func (m *Machine) Ready() Ready {
 
 // HasReady reports whether Ready has anything.
 func (m *Machine) HasReady() bool {
-	return len(m.ready.Deliveries) > 0 || len(m.ready.Results) > 0 || m.ready.Reset != nil
+	return len(m.ready.Deliveries) > 0 || len(m.ready.Results) > 0 || m.ready.Reset != nil || len(m.ready.Forgotten) > 0 ||
+		len(m.ready.TargetsDone) > 0
 }
 
 // Busy reports whether the driver should poll at its fast rate: a message
 // is queued or in flight, a write is pending, or there was traffic within
 // ActiveWindow.
 func (m *Machine) Busy(now time.Time) bool {
-	return m.cur != nil || len(m.outbox) > 0 || len(m.parked) > 0 || m.dirty() || now.Sub(m.lastActive) < m.cfg.ActiveWindow
+	// Holding messages back is not busy: the idle poll retakes them, and
+	// the driver wakes the loop when a listener registers.
+	return m.cur != nil || len(m.outbox) > 0 || len(m.parked) > 0 || m.dirty() ||
+		now.Sub(m.lastActive) < m.cfg.ActiveWindow
 }
 
 // Resetting reports whether a WD_RESET was accepted.
@@ -182,7 +299,7 @@ func (m *Machine) ResetWritten() bool { return m.reset != nil && m.reset.written
 
 // Pending returns the number of sends not finished (in flight and queued).
 func (m *Machine) Pending() int {
-	n := len(m.outbox) + len(m.parked)
+	n := len(m.outbox) + len(m.parked) + len(m.expired)
 	if m.cur != nil && !m.cur.reply {
 		n++
 	}
@@ -206,10 +323,13 @@ func (m *Machine) Payload(now time.Time) (Payload, bool) {
 				p.Bitmap.Set(t.id)
 			}
 		}
-		p.Ext.Seq = o.seq
+		p.Ext.Seq, p.Ext.Origin = o.seq, uint16(o.origin)
 	}
 	if m.reset != nil {
 		p.Ext.Flags |= leader.ExtFlagResetting
+	}
+	if m.holding {
+		p.Ext.Flags |= leader.ExtFlagHolding
 	}
 	for _, e := range m.acks {
 		p.Ext.Acks = append(p.Ext.Acks, e.ack)

@@ -49,7 +49,18 @@ func randomRun(t *testing.T, seed int64) int {
 	}
 	n := 2 + r.Intn(6)
 	for id := 1; id <= n; id++ {
-		s.join(uint64(id), faulty && id == n && r.Intn(3) == 0)
+		native := faulty && id == n && r.Intn(3) == 0
+		if !native {
+			// Half the hosts keep a durable outbox and receive marks;
+			// some wait for their listeners after a join; some listen
+			// with manual acks.
+			s.hosts[uint64(id)] = &simHost{id: uint64(id), delivered: map[uint64][]Delivery{}, results: map[uint64][]Result{},
+				listeners: 1, grace: -1, room: -1, durable: r.Intn(2) == 0, manual: r.Intn(4) == 0}
+			if r.Intn(3) == 0 {
+				s.hosts[uint64(id)].grace = time.Duration(1+r.Intn(3)) * time.Second
+			}
+		}
+		s.join(uint64(id), native)
 	}
 	s.run(3 * time.Second) // everyone sees everyone change: LIVE
 	sends := 0
@@ -89,8 +100,49 @@ func randomRun(t *testing.T, seed int64) int {
 				h.listeners = 1 - h.listeners
 				h.m.SetListeners(h.listeners)
 			}
+		case x < 0.92 && faulty:
+			if h := s.pick(func(h *simHost) bool { return h.alive && !h.native }); h != nil {
+				h.room = []int{-1, 0, 1}[r.Intn(3)]
+				h.m.SetRoom(h.room)
+			}
+		}
+		// Manual-ack listeners ack (or, in faulty runs, give back) what
+		// they hold, now and then.
+		for id := uint64(1); id <= uint64(len(s.hosts)); id++ {
+			h := s.hosts[id]
+			if !h.alive || len(h.unacked) == 0 || r.Intn(3) != 0 {
+				continue
+			}
+			for _, id := range h.unacked {
+				if faulty && r.Intn(4) == 0 {
+					_ = h.m.Return(s.now, id)
+				} else {
+					_ = h.m.Ack(s.now, id, leader.StatusDelivered)
+				}
+			}
+			h.unacked = nil
 		}
 		s.run(time.Duration(20+r.Intn(400)) * time.Millisecond)
+	}
+	// The end: listeners take everything, and dead durable hosts come back
+	// to finish their outbox.
+	for id := uint64(1); id <= uint64(len(s.hosts)); id++ {
+		h := s.hosts[id]
+		if h.native {
+			continue
+		}
+		if !h.alive && h.durable {
+			s.join(h.id, false)
+		}
+		if h.alive {
+			h.manual = false
+			for _, id := range h.unacked {
+				_ = h.m.Ack(s.now, id, leader.StatusDelivered)
+			}
+			h.unacked = nil
+			h.room = -1
+			h.m.SetRoom(-1)
+		}
 	}
 	if !s.quiet(10 * time.Minute) {
 		t.Fatalf("seed %d: sends still pending after 10 simulated minutes\n%s", seed, s.tail())
@@ -168,6 +220,58 @@ func (s *sim) check(t *testing.T, seed int64, faultFree bool) {
 	fail := func(format string, args ...any) {
 		t.Fatalf("seed %d: %s\n%s", seed, fmt.Sprintf(format, args...), s.tail())
 	}
+	// Nothing duplicated: a receiver delivers a message again only if the
+	// earlier delivery's ack never reached its disk (the documented crash
+	// window), and then, if it keeps receive marks, flagged; within one
+	// incarnation only when given back (flagged).
+	for _, h := range s.hosts {
+		if h.native {
+			continue
+		}
+		seen := map[msgKey]uint64{} // message -> incarnation that delivered it
+		for g := uint64(1); g <= h.gen; g++ {
+			for _, d := range h.delivered[g] {
+				if d.Native {
+					continue
+				}
+				k := msgKey{d.From, d.Origin, d.Seq}
+				prev, dup := seen[k]
+				seen[k] = g
+				switch {
+				case !dup:
+				case prev == g && !d.Redelivered:
+					fail("host %d gen %d delivered %d:%d:%d twice, unflagged", h.id, g, k.from, k.origin, k.seq)
+				case prev != g && covered(h.memory[g-1], k):
+					fail("host %d gen %d delivered %d:%d:%d again, although its previous incarnation's acks covered it", h.id, g, k.from, k.origin, k.seq)
+				case h.durable && !d.Redelivered:
+					fail("host %d (durable) gen %d delivered %d:%d:%d again, unflagged (first in gen %d)", h.id, g, k.from, k.origin, k.seq, prev)
+				case faultFree:
+					fail("fault-free run: host %d delivered %d:%d:%d twice", h.id, k.from, k.origin, k.seq)
+				}
+			}
+		}
+	}
+	// Nothing lost: every message a durable host accepted ended exactly
+	// once, in whichever incarnation.
+	for _, h := range s.hosts {
+		if !h.durable {
+			continue
+		}
+		ends := map[msgKey]int{}
+		for _, rs := range h.results {
+			for _, r := range rs {
+				ends[msgKey{h.id, r.Origin, r.Seq}]++
+			}
+		}
+		for _, j := range h.journal {
+			if !j.finished {
+				fail("host %d (durable): message %d:%d:%d never finished", h.id, j.key.from, j.key.origin, j.key.seq)
+			}
+			if n := ends[j.key]; n > 1 {
+				fail("host %d (durable): message %d:%d:%d has %d results", h.id, j.key.from, j.key.origin, j.key.seq, n)
+			}
+		}
+	}
 	delivered := map[[4]uint64]bool{} // receiver, receiver gen, from, seq (for from's gen see below)
 	for _, h := range s.hosts {
 		for g, ds := range h.delivered {
@@ -179,12 +283,12 @@ func (s *sim) check(t *testing.T, seed int64, faultFree bool) {
 					}
 					continue
 				}
-				src := [2]uint64{d.From, d.FromGen}
-				if d.Seq <= last[src] {
+				src := [2]uint64{d.From, d.Origin}
+				if d.Seq < last[src] || (d.Seq == last[src] && !d.Redelivered) {
 					fail("host %d gen %d got seq %d from %v after seq %d", h.id, g, d.Seq, src, last[src])
 				}
 				last[src] = d.Seq
-				sm, ok := s.sent[msgKey{d.From, d.FromGen, d.Seq}]
+				sm, ok := s.sent[msgKey{d.From, d.Origin, d.Seq}]
 				if !ok {
 					if d.Code != leader.EventResetting {
 						fail("host %d got unknown message %s", h.id, fmtDelivery(d))
@@ -201,7 +305,7 @@ func (s *sim) check(t *testing.T, seed int64, faultFree bool) {
 				if sm.tgen != 0 && sm.tgen != g {
 					fail("host %d gen %d got a message for gen %d", h.id, g, sm.tgen)
 				}
-				delivered[[4]uint64{h.id, g, d.From<<32 | d.FromGen, d.Seq}] = true
+				delivered[[4]uint64{h.id, g, d.From<<32 | d.Origin, d.Seq}] = true
 			}
 		}
 	}
@@ -213,7 +317,7 @@ func (s *sim) check(t *testing.T, seed int64, faultFree bool) {
 			for _, r := range rs {
 				for _, tr := range r.Targets {
 					if tr.Outcome == OutcomeAcked && tr.Status == leader.StatusDelivered &&
-						!deliveredByAny(delivered, tr.HostID, h.id<<32|g, r.Seq) {
+						!deliveredByAny(delivered, tr.HostID, h.id<<32|r.Origin, r.Seq) {
 						fail("host %d gen %d seq %d acked delivered by host %d gen %d, which never delivered it",
 							h.id, g, r.Seq, tr.HostID, tr.Generation)
 					}
@@ -230,10 +334,12 @@ func (s *sim) check(t *testing.T, seed int64, faultFree bool) {
 		}
 		results := map[uint64]int{}
 		for _, r := range h.results[h.gen] {
-			results[r.Seq]++
+			if r.Origin == h.gen {
+				results[r.Seq]++
+			}
 		}
 		for k := range s.sent {
-			if k.from != h.id || k.fromGen != h.gen {
+			if k.from != h.id || k.origin != h.gen {
 				continue
 			}
 			if results[k.seq] != 1 {
@@ -241,6 +347,16 @@ func (s *sim) check(t *testing.T, seed int64, faultFree bool) {
 			}
 		}
 	}
+}
+
+// covered reports whether an ack in acks covers message k.
+func covered(acks []leader.Ack, k msgKey) bool {
+	for _, a := range acks {
+		if a.HostID == k.from && a.Gen16 == uint16(k.origin) && a.Seq >= k.seq {
+			return true
+		}
+	}
+	return false
 }
 
 func deliveredByAny(d map[[4]uint64]bool, host, from, seq uint64) bool {

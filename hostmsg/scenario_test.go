@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,11 +23,22 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 //
 // Commands:
 //
-//	join ID [native]          start host ID (again: a new generation)
+//	join ID [native] [durable] [grace=D]
+//	                          start host ID (again: a new generation,
+//	                          inheriting the acks in its sector); durable:
+//	                          it keeps a durable outbox and receive marks
+//	                          from now on, and later joins resend; grace:
+//	                          Config.ListenerGrace (default none)
 //	kill ID                   stop host ID without releasing (a crash)
 //	pause ID DURATION         host ID does no I/O for a while (a stall)
 //	listeners ID N            set host ID's listener count
-//	send FROM to=A,B code=C [gen=N|cur] [data=N] [seq=N] [timeout=D]
+//	room ID N                 set host ID's listener room (-1: no limit)
+//	manual ID on|off          deliveries wait for "ack" (manual-ack listener)
+//	ack ID all|H:O:S          ack host ID's unacked deliveries
+//	return ID all             give back host ID's unacked deliveries (the
+//	                          listener went away)
+//	fail-writes ID on|off     every write of host ID fails
+//	send FROM to=A,B code=C [gen=N|cur] [data=N] [seq=N] [timeout=D] [priv]
 //	set-event FROM to=ID code=C data=N [gen=N]   plain sanlock set_event
 //	corrupt ID OFFSET         flip a byte of host ID's sector on disk
 //	run DURATION              advance simulated time, print what happened
@@ -132,7 +144,49 @@ func (s *sim) exec(t *testing.T, line string) []string {
 	var out []string
 	switch f[0] {
 	case "join":
-		s.join(num(pos[0]), len(pos) > 1 && pos[1] == "native")
+		id := num(pos[0])
+		if h := s.hosts[id]; h != nil || slices.Contains(pos, "durable") || args["grace"] != "" {
+			if h == nil {
+				h = &simHost{id: id, delivered: map[uint64][]Delivery{}, results: map[uint64][]Result{}, listeners: 1,
+					grace: -1, room: -1}
+				s.hosts[id] = h
+				h.gen = 0
+			}
+			h.durable = h.durable || slices.Contains(pos, "durable")
+			if g, ok := args["grace"]; ok {
+				h.grace, _ = time.ParseDuration(g)
+			}
+		}
+		s.join(id, slices.Contains(pos, "native"))
+	case "room":
+		h := host(0)
+		n, err := strconv.Atoi(pos[1])
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		h.room = n
+		h.m.SetRoom(n)
+	case "manual":
+		host(0).manual = pos[1] == "on"
+	case "fail-writes":
+		host(0).failWrites = pos[1] == "on"
+	case "ack", "return":
+		h := host(0)
+		var keep []MsgID
+		for _, id := range h.unacked {
+			if pos[1] != "all" && pos[1] != id.String() {
+				keep = append(keep, id)
+				continue
+			}
+			var err error
+			if f[0] == "ack" {
+				err = h.m.Ack(s.now, id, leader.StatusDelivered)
+			} else {
+				err = h.m.Return(s.now, id)
+			}
+			s.logf("host %d %s %s: %v", h.id, f[0], id, err)
+		}
+		h.unacked = keep
 	case "kill":
 		s.kill(host(0))
 	case "pause":
@@ -170,6 +224,7 @@ func (s *sim) exec(t *testing.T, line string) []string {
 		if d, ok := args["timeout"]; ok {
 			msg.Timeout, _ = time.ParseDuration(d)
 		}
+		msg.Privileged = slices.Contains(pos, "priv")
 		_, _ = s.send(h, msg)
 	case "set-event":
 		h := host(0)

@@ -31,8 +31,9 @@ type sim struct {
 	sent       map[msgKey]sentMsg
 }
 
+// msgKey is a message's identity: sender, origin generation, seq.
 type msgKey struct {
-	from, fromGen, seq uint64
+	from, origin, seq uint64
 }
 
 type sentMsg struct {
@@ -63,6 +64,34 @@ type simHost struct {
 	event   Payload
 	bitTime time.Time
 	sendErr []string
+
+	// durable: the host keeps a durable outbox and receive marks, as the
+	// daemon does in its state directory, and its next incarnation
+	// resends what is unfinished.
+	durable bool
+	journal []*simJournal
+	handed  []MsgID
+	forgot  []leader.Ack
+	// manual: deliveries wait for an explicit ack (a manual-ack listener).
+	manual  bool
+	unacked []MsgID
+	grace   time.Duration
+	room    int
+	// failWrites makes every write of this host fail (nothing written).
+	failWrites bool
+	// memory holds, per incarnation that was killed, the acks its next
+	// incarnation could inherit.
+	memory map[uint64][]leader.Ack
+}
+
+// simJournal is one message of a durable outbox.
+type simJournal struct {
+	key      msgKey
+	msg      Message
+	queued   time.Time
+	deadline time.Time
+	done     map[uint64]bool // targets finished
+	finished bool
 }
 
 func newSim(seed int64, ss int) *sim {
@@ -77,17 +106,28 @@ func (s *sim) logf(format string, args ...any) {
 
 func (s *sim) timeouts() delta.Timeouts { return delta.NewTimeouts(s.io, 60*time.Second) }
 
-// join starts (or restarts) host id with a new generation.
+// join starts (or restarts) host id with a new generation. Like the
+// daemon's acquire, it carries forward the ack table its previous
+// incarnation left in its sector; a durable host also resends its
+// unfinished messages.
 func (s *sim) join(id uint64, native bool) *simHost {
 	h := s.hosts[id]
 	var gen uint64 = 1
 	if h != nil {
 		gen = h.gen + 1
 	} else {
-		h = &simHost{id: id, delivered: map[uint64][]Delivery{}, results: map[uint64][]Result{}, listeners: 1}
+		h = &simHost{id: id, delivered: map[uint64][]Delivery{}, results: map[uint64][]Result{}, listeners: 1,
+			grace: -1, room: -1}
 		s.hosts[id] = h
 	}
+	var inherited []leader.Ack
+	if old, ok := s.disk[id]; ok && !native {
+		if sec, err := leader.DecodeSector(old); err == nil && sec.Ext != nil {
+			inherited = sec.Ext.Acks
+		}
+	}
 	h.gen, h.alive, h.native = gen, true, native
+	h.unacked = nil
 	h.name = fmt.Sprintf("host%d", id)
 	h.hosts = delta.NewHosts(id, "LS", s.timeouts())
 	h.poll = 100*time.Millisecond + time.Duration(s.rng.Intn(40))*time.Millisecond
@@ -95,11 +135,17 @@ func (s *sim) join(id uint64, native bool) *simHost {
 	h.nextRen = s.now.Add(s.timeouts().RenewalInterval())
 	h.event, h.bitTime = Payload{}, time.Time{}
 	if !native {
-		m, err := New(Config{HostID: id, Generation: gen, SectorSize: s.ss, MaxHosts: 2000, CanReset: true})
+		cfg := Config{HostID: id, Generation: gen, SectorSize: s.ss, MaxHosts: 2000, CanReset: true,
+			ListenerGrace: h.grace, Inherited: inherited}
+		if h.durable {
+			cfg.Remembered, cfg.Handed = h.forgot, h.handed
+		}
+		m, err := New(cfg)
 		if err != nil {
 			panic(err)
 		}
 		m.SetListeners(h.listeners)
+		m.SetRoom(h.room)
 		h.m = m
 	} else {
 		h.m = nil
@@ -109,9 +155,46 @@ func (s *sim) join(id uint64, native bool) *simHost {
 	copy(h.rec.SpaceName[:], "LS")
 	copy(h.rec.ResourceName[:], h.name)
 	h.ts += 100
-	s.write(h, Payload{Ext: s.extFor(h)}, true)
+	ext := s.extFor(h)
+	if ext != nil {
+		ext.Acks = inherited
+	}
+	s.write(h, Payload{Ext: ext}, true)
 	s.logf("join %d gen %d native=%v", id, gen, native)
+	if h.durable && !native {
+		s.resend(h)
+	}
 	return h
+}
+
+// resend queues a durable host's unfinished messages again, as the daemon
+// does from its journal after a join; those whose deadline passed end
+// "timeout" without being sent.
+func (s *sim) resend(h *simHost) {
+	var rs []Resent
+	for _, j := range h.journal {
+		if j.finished {
+			continue
+		}
+		r := Resent{Message: j.msg, Origin: j.key.origin, Seq: j.key.seq, QueuedAt: j.queued, Deadline: j.deadline,
+			Expired: !s.now.Before(j.deadline)}
+		r.Targets = nil
+		for _, t := range j.msg.Targets {
+			if !j.done[t] {
+				r.Targets = append(r.Targets, t)
+			}
+		}
+		r.HasData = true
+		rs = append(rs, r)
+		if r.Expired {
+			s.logf("host %d message %d:%d:%d timed out while down: settled from the acks on disk", h.id, j.key.from, j.key.origin, j.key.seq)
+		} else {
+			s.logf("host %d resends %d:%d:%d to %v", h.id, j.key.from, j.key.origin, j.key.seq, r.Targets)
+		}
+	}
+	if err := h.m.Resend(s.now, rs); err != nil {
+		panic(err)
+	}
 }
 
 func (s *sim) extFor(h *simHost) *leader.Extension {
@@ -132,6 +215,9 @@ func (s *sim) write(h *simHost, p Payload, reliable bool) error {
 	buf := make([]byte, s.ss)
 	if err := sec.Encode(buf); err != nil {
 		panic(err)
+	}
+	if !reliable && h.failWrites {
+		return fmt.Errorf("sim: write failed")
 	}
 	if !reliable {
 		x := s.rng.Float64()
@@ -207,10 +293,39 @@ func (s *sim) collect(h *simHost) {
 	for _, d := range rd.Deliveries {
 		h.delivered[h.gen] = append(h.delivered[h.gen], d)
 		s.logf("host %d got %s", h.id, fmtDelivery(d))
+		if h.durable && !d.Native {
+			h.handed = append(h.handed, d.ID())
+		}
+		if !d.AwaitsAck {
+			continue
+		}
+		if h.manual {
+			h.unacked = append(h.unacked, d.ID())
+		} else if err := h.m.Ack(s.now, d.ID(), leader.StatusDelivered); err != nil {
+			panic(err)
+		}
+	}
+	for _, td := range rd.TargetsDone {
+		if j := h.find(msgKey{h.id, td.Origin, td.Seq}); j != nil {
+			j.done[td.Target.HostID] = true
+		}
 	}
 	for _, r := range rd.Results {
 		h.results[h.gen] = append(h.results[h.gen], r)
-		s.logf("host %d send seq %d done: %s", h.id, r.Seq, r.String())
+		if r.Origin == h.gen {
+			s.logf("host %d send seq %d done: %s", h.id, r.Seq, r.String())
+		} else {
+			s.logf("host %d send id %d:%d:%d done: %s", h.id, h.id, r.Origin, r.Seq, r.String())
+		}
+		if j := h.find(msgKey{h.id, r.Origin, r.Seq}); j != nil {
+			for _, t := range r.Targets {
+				j.done[t.HostID] = true
+			}
+			j.finished = true
+		}
+	}
+	if h.durable {
+		h.forgot = append(h.forgot, rd.Forgotten...)
 	}
 	if rd.Reset != nil {
 		h.resets = append(h.resets, *rd.Reset)
@@ -302,13 +417,52 @@ func (s *sim) send(h *simHost, msg Message) (uint64, error) {
 		s.logf("host %d send to %v: %v", h.id, msg.Targets, err)
 		return 0, err
 	}
-	s.sent[msgKey{h.id, h.gen, seq}] = sentMsg{targets: msg.Targets, tgen: msg.TargetGeneration, code: msg.Code}
+	k := msgKey{h.id, h.gen, seq}
+	s.sent[k] = sentMsg{targets: msg.Targets, tgen: msg.TargetGeneration, code: msg.Code}
 	s.logf("host %d send seq %d to %v code %s", h.id, seq, msg.Targets, strings.Join(leader.CodeNames(msg.Code), ","))
+	if h.durable {
+		timeout := msg.Timeout
+		if timeout == 0 {
+			timeout = h.m.Config().SendTimeout
+		}
+		jm := msg
+		if !jm.HasData {
+			jm.Data, jm.HasData = seq, true
+		}
+		if jm.TargetGeneration == 0 && jm.CurrentGeneration && len(jm.Targets) == 1 {
+			jm.TargetGeneration = s.hosts[jm.Targets[0]].gen
+		}
+		h.journal = append(h.journal, &simJournal{key: k, msg: jm, queued: s.now, deadline: s.now.Add(timeout),
+			done: map[uint64]bool{}})
+	}
 	return seq, nil
+}
+
+// find returns the journal entry of message k.
+func (h *simHost) find(k msgKey) *simJournal {
+	for _, j := range h.journal {
+		if j.key == k {
+			return j
+		}
+	}
+	return nil
 }
 
 func (s *sim) kill(h *simHost) {
 	h.alive = false
+	// What the next incarnation can know of this one: the ack table on
+	// disk, and for a durable host the entries it kept beyond it.
+	var mem []leader.Ack
+	if sec, err := leader.DecodeSector(s.disk[h.id]); err == nil && sec.Ext != nil {
+		mem = append(mem, sec.Ext.Acks...)
+	}
+	if h.durable {
+		mem = append(mem, h.forgot...)
+	}
+	if h.memory == nil {
+		h.memory = map[uint64][]leader.Ack{}
+	}
+	h.memory[h.gen] = mem
 	s.logf("host %d killed", h.id)
 }
 
@@ -317,5 +471,13 @@ func fmtDelivery(d Delivery) string {
 	if d.Native {
 		return fmt.Sprintf("event from %s code %s data %d (native) status %s", src, strings.Join(leader.CodeNames(d.Code), ","), d.Data, d.Status)
 	}
-	return fmt.Sprintf("seq %d from %s code %s data %d status %s", d.Seq, src, strings.Join(leader.CodeNames(d.Code), ","), d.Data, d.Status)
+	id := fmt.Sprintf("seq %d", d.Seq)
+	if d.Origin != d.FromGen {
+		id = "id " + d.ID().String()
+	}
+	extra := ""
+	if d.Redelivered {
+		extra += " REDELIVERED"
+	}
+	return fmt.Sprintf("%s from %s code %s data %d status %s%s", id, src, strings.Join(leader.CodeNames(d.Code), ","), d.Data, d.Status, extra)
 }

@@ -57,8 +57,9 @@ type msgDaemon struct {
 }
 
 // startMsgDaemon starts `sanlock-msg daemon --watchdog none -e hostName
-// EXTRA...` in runDir (a new short directory if empty) and waits until it
-// answers. EXTRA is appended, so a --watchdog in it replaces none. At
+// EXTRA...` in runDir (a new short directory if empty; its state directory
+// is runDir/state, so a daemon restarted on the same runDir finds its
+// outbox) and waits until it answers. EXTRA is appended, so a --watchdog in it replaces none. At
 // cleanup it is shut down with --force and, if still running, killed by
 // pid.
 func startMsgDaemon(t *testing.T, hostName, runDir string, extra ...string) *msgDaemon {
@@ -78,7 +79,7 @@ func startMsgDaemon(t *testing.T, hostName, runDir string, extra ...string) *msg
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	args := append([]string{"daemon", "--run-dir", runDir, "--watchdog", "none", "-e", hostName}, extra...)
+	args := append([]string{"daemon", "--run-dir", runDir, "--state-dir", filepath.Join(runDir, "state"), "--watchdog", "none", "-e", hostName}, extra...)
 	cmd := exec.Command(testimg.Binary(t), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {

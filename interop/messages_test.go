@@ -259,7 +259,7 @@ func TestMessages_manySenders(t *testing.T) {
 						t0 := time.Now()
 						out, errOut, code := d.cli("send", "-s", "LS", "-i", "1", "-c", "user0", "--data", fmt.Sprint(k), "--wait")
 						r.times = append(r.times, time.Since(t0))
-						if code != 0 || !strings.HasPrefix(out, fmt.Sprintf("seq %d\n", k)) ||
+						if code != 0 || !strings.HasPrefix(out, fmt.Sprintf("seq %d id %d:1:%d\n", k, host, k)) ||
 							!strings.Contains(out, "host 1 generation 1: acked delivered") {
 							r.err = fmt.Sprintf("host %d send %d: exit %d: %s%s", host, k, code, out, errOut)
 							break

@@ -403,7 +403,7 @@ func TestReset_toSanlock(t *testing.T) {
 	p := newPair(t, "tosl")
 	py := pythonOn(t, p.sl, eventScript, "30")
 	out, errOut, code := p.msg.cli("send", "-s", "LS", "-i", "1", "-c", "reset", "--wait")
-	if code != 0 || !strings.Contains(out, "seq 1\nhost 1 generation 1: delivered-unacknowledged") {
+	if code != 0 || !strings.Contains(out, "seq 1 id 2:1:1\nhost 1 generation 1: delivered-unacknowledged") {
 		t.Errorf("send -c reset -i 1 --wait: exit %d: %s%s; want seq 1, delivered-unacknowledged", code, out, errOut)
 	}
 	lines, err := py.wait()

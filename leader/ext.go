@@ -79,6 +79,11 @@ const (
 	// ExtFlagResetting says the host accepted a WD_RESET and stopped feeding
 	// its watchdog: it will reset within its watchdog timeout.
 	ExtFlagResetting uint8 = 0x01
+	// ExtFlagHolding says the host is holding back messages addressed to
+	// it, leaving them unprocessed on their senders' disks: none of its
+	// listeners has room, or it just joined and waits for its listeners to
+	// register. Senders keep waiting, and say so if the send times out.
+	ExtFlagHolding uint8 = 0x02
 )
 
 // AckStatus says what a receiver did with a message. It is stored in 5 bits.

@@ -96,9 +96,9 @@ run "$slm" dump -s "DEMO:0:$dev:0"
 say "no host has joined yet, so dump lists no host; --all lists every sector"
 
 step "two sanlock-msg daemons: host 1 (no watchdog) and host 2 (a fake watchdog that logs to a file)"
-"$slm" daemon --run-dir "r1" --watchdog none -e demo-host1 >"d1.log" 2>&1 &
+"$slm" daemon --run-dir "r1" --state-dir "s1" --watchdog none -e demo-host1 >"d1.log" 2>&1 &
 pids="$pids $!"
-"$slm" daemon --run-dir "r2" --watchdog "fake:$work/watchdog2" -e demo-host2 >"d2.log" 2>&1 &
+"$slm" daemon --run-dir "r2" --state-dir "s2" --watchdog "fake:$work/watchdog2" -e demo-host2 >"d2.log" 2>&1 &
 d2=$!
 pids="$pids $d2"
 for r in r1 r2; do

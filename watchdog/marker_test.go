@@ -91,3 +91,39 @@ func TestMarkerErrors(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// TestMarkerBoot: the marker names the boot it must end; a daemon of a
+// later boot sees that the reset happened and clears it.
+func TestMarkerBoot(t *testing.T) {
+	boot, err := watchdog.CurrentBootID()
+	if err != nil || len(boot) < 32 {
+		t.Fatalf("CurrentBootID = %q, %v", boot, err)
+	}
+	dir := t.TempDir()
+	if err := watchdog.WriteMarker(dir, "WD_RESET from host 1"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := watchdog.LoadMarker(dir)
+	if err != nil || m == nil || m.BootID != boot || m.Reason != "WD_RESET from host 1" || m.Time.IsZero() {
+		t.Fatalf("LoadMarker = %+v, %v; want this boot %s", m, err, boot)
+	}
+	if !m.ThisBoot(boot) || m.ThisBoot("another-boot") {
+		t.Errorf("ThisBoot(this) = %v, ThisBoot(another) = %v", m.ThisBoot(boot), m.ThisBoot("another-boot"))
+	}
+	// A marker without a boot id (older daemons) counts for every boot.
+	if err := os.WriteFile(filepath.Join(dir, watchdog.MarkerName), []byte("reason=old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := watchdog.LoadMarker(dir); m == nil || !m.ThisBoot("another-boot") {
+		t.Errorf("marker without boot id: %+v, want pending in every boot", m)
+	}
+	if err := watchdog.ClearMarker(dir); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watchdog.LoadMarker(dir); m != nil || err != nil {
+		t.Errorf("after ClearMarker: %+v, %v", m, err)
+	}
+	if err := watchdog.ClearMarker(dir); err != nil {
+		t.Errorf("ClearMarker without a marker: %v", err)
+	}
+}

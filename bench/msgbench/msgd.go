@@ -61,7 +61,7 @@ func startMsgCluster(ctx context.Context, cfg *config, io, n int) (*msgCluster, 
 		if err := os.MkdirAll(h.runDir, 0o700); err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(cfg.bin, "daemon", "--run-dir", h.runDir, "--watchdog", "none", "-e", fmt.Sprintf("h%d", i))
+		cmd := exec.Command(cfg.bin, "daemon", "--run-dir", h.runDir, "--state-dir", filepath.Join(h.runDir, "state"), "--watchdog", "none", "-e", fmt.Sprintf("h%d", i))
 		var err error
 		h.p, err = reg.startLogged(fmt.Sprintf("sanlock-msg daemon h%d", i), cmd, h.runDir+".log")
 		if err != nil {

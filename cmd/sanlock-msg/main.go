@@ -65,6 +65,7 @@ func verbs() map[string]verb {
 		"shutdown":      {"stop the daemon", runShutdown},
 		"send":          {"send a message to one or more hosts", runSend},
 		"listen":        {"print the messages that arrive for a lockspace", runListen},
+		"result":        {"tell what became of a message sent from this host, by its id", runResult},
 		"reset":         {"fence a host: WD_RESET, wait for RESETTING, watch it die", runReset},
 		"timeouts":      {"print every timeout derived from io_timeout and the watchdog timeout", runTimeouts},
 		"metrics":       {"print the daemon's counters for Prometheus (node_exporter textfile)", runMetrics},

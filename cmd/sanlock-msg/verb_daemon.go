@@ -46,9 +46,21 @@ func pollSetting(d time.Duration) time.Duration {
 	return d
 }
 
+// envStateDir names the state directory when --state-dir is not given.
+const envStateDir = "SANLOCK_MSG_STATE_DIR"
+
+// graceSetting maps --listener-grace to daemon.Config.ListenerGrace, where
+// 0 means the default and a negative value none.
+func graceSetting(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 // runDaemon implements `sanlock-msg daemon`.
 func runDaemon(ctx context.Context, e *env, args []string) int {
-	c := newCommand("daemon", "[--run-dir DIR] [-D] [-e HOST_NAME] [--watchdog none|fake:FILE|PATH] [--watchdog-timeout 60s] [--group G] [--socket-mode 0660] [--poll-interval 250ms] [--max-conns N] [--max-conns-per-uid N] [--idle-timeout D]", daemonAbout)
+	c := newCommand("daemon", "[--run-dir DIR] [--state-dir DIR] [-D] [-e HOST_NAME] [--watchdog none|fake:FILE|PATH] [--watchdog-timeout 60s] [--group G] [--socket-mode 0660] [--poll-interval 250ms] [--listener-grace 10s] [--max-conns N] [--max-conns-per-uid N] [--idle-timeout D]", daemonAbout)
 	runDir := c.runDirFlag()
 	c.fs.BoolP("debug", "D", false, "accepted for sanlock habits; the daemon always runs in the foreground")
 	hostName := c.fs.StringP("host-name", "e", "", "host name written into our sectors (default: a new random UUID.nodename at each start, as sanlock; give the same name to reacquire quickly after a crash)")
@@ -60,6 +72,8 @@ func runDaemon(ctx context.Context, e *env, args []string) int {
 	maxConns := c.fs.Int("max-conns", daemon.DefaultMaxConns, "most client connections of all users but root together")
 	maxPerUID := c.fs.Int("max-conns-per-uid", daemon.DefaultMaxConnsPerUID, "most client connections of one user, root included (listeners count)")
 	idle := c.fs.Duration("idle-timeout", daemon.DefaultIdleTimeout, "close a client connection that sends no request for this long (listeners excepted)")
+	stateDir := c.fs.String("state-dir", "", "durable outbox and receive marks (default: $"+envStateDir+", else "+daemon.DefaultStateDir+"); 'none': memory only")
+	grace := c.fs.Duration("listener-grace", 10*time.Second, "after a join, how long a message that finds no listener waits on its sender's disk before it is acked no-listener")
 	if done, st := c.parse(e, args); done {
 		return st
 	}
@@ -78,6 +92,13 @@ func runDaemon(ctx context.Context, e *env, args []string) int {
 	if *wdTimeout < watchdog.MinTimeout {
 		return c.usageError(e, "--watchdog-timeout "+wdTimeout.String()+": want at least 1s")
 	}
+	if *grace < 0 {
+		return c.usageError(e, "--listener-grace must not be negative")
+	}
+	sd := *stateDir
+	if sd == "" {
+		sd = e.getenv(envStateDir)
+	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := daemon.New(daemon.Config{
 		RunDir:          callback.ResolveRunDir(*runDir, e.getenv),
@@ -92,6 +113,8 @@ func runDaemon(ctx context.Context, e *env, args []string) int {
 		MaxConns:        *maxConns,
 		MaxConnsPerUID:  *maxPerUID,
 		IdleTimeout:     *idle,
+		StateDir:        sd,
+		ListenerGrace:   graceSetting(*grace),
 	})
 	if err != nil {
 		return fail(e, "daemon", err)

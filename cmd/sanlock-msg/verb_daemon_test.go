@@ -27,7 +27,7 @@ func startDaemonVerb(t *testing.T, runDir string, args ...string) *daemonVerb {
 	t.Helper()
 	dv := &daemonVerb{done: make(chan struct{})}
 	log := &dv.log
-	args = append([]string{"daemon", "--run-dir", runDir, "--watchdog", "none"}, args...)
+	args = append([]string{"daemon", "--run-dir", runDir, "--state-dir", filepath.Join(runDir, "state"), "--watchdog", "none"}, args...)
 	go func() {
 		dv.code = run(context.Background(), args, &env{stdout: log, stderr: log, getenv: func(string) string { return "" }})
 		close(dv.done)
@@ -181,7 +181,7 @@ func TestDaemonVerbs(t *testing.T) {
 }
 
 func TestDaemonVerb_badWatchdog(t *testing.T) {
-	out, errOut, st := runCmd(t, "daemon", "--run-dir", t.TempDir(), "--watchdog", "/dev/null")
+	out, errOut, st := runCmd(t, "daemon", "--run-dir", t.TempDir(), "--state-dir", t.TempDir(), "--watchdog", "/dev/null")
 	if st != 1 || !strings.Contains(errOut, "--watchdog none") {
 		t.Errorf("exit %d, %s%s; want 1 and a hint to use --watchdog none", st, out, errOut)
 	}
@@ -200,7 +200,7 @@ func TestDaemonVerb_fakeFire(t *testing.T) {
 	}
 	wdFile := filepath.Join(t.TempDir(), "wd")
 	start := time.Now()
-	out, errOut, st := runCmd(t, "daemon", "--run-dir", runDir, "--watchdog", "fake:"+wdFile, "--watchdog-timeout", "2s")
+	out, errOut, st := runCmd(t, "daemon", "--run-dir", runDir, "--state-dir", t.TempDir(), "--watchdog", "fake:"+wdFile, "--watchdog-timeout", "2s")
 	if st != 137 || !strings.Contains(errOut, "RESET PENDING") || !strings.Contains(errOut, "FAKE WATCHDOG FIRED") {
 		t.Fatalf("exit %d after %v, want 137 and the reset logged:\n%s%s", st, time.Since(start), out, errOut)
 	}

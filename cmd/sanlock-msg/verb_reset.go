@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
@@ -12,25 +13,28 @@ import (
 )
 
 const resetAbout = `
-Fences a host through its watchdog, over the storage alone, and says
+Fences hosts through their watchdog, over the storage alone, and says
 whether it worked. It does what sanlk-reset does, with a clear result:
 
-  1. sends WD_RESET (code reset) to HOST_ID, naming its current generation
-     (or -g), so a host that already restarted is not reset again;
-  2. waits for the target to accept it: a sanlock-msg target acks
+  1. sends WD_RESET (code reset): to one host naming its current generation
+     (or -g), so a host that already restarted is not reset again; to
+     several hosts (-i 2,3,5) as one message for any generation (a target
+     that reset and rejoined does not act on it again: its acks survive
+     its restart);
+  2. waits for each target to accept it: a sanlock-msg target acks
      "resetting" and replies RESETTING; a plain sanlock host running
      sanlk-resetd replies RESETTING as an event;
-  3. watches the target until its renewals stop and it is DEAD by sanlock's
-     rules (no renewal for 8*io_timeout + W), or until it rejoins with a
-     new generation (it was reset and came back).
+  3. watches each target until its renewals stop and it is DEAD by
+     sanlock's rules (no renewal for 8*io_timeout + W), or until it rejoins
+     with a new generation (it was reset and came back).
 
 Each step is printed with its time since the start, with the computed
-deadlines. Exit status 0 means the target is fenced (DEAD or restarted). If
-the target keeps renewing after its watchdog must have fired (W plus two
-renewal intervals after it accepted the reset), the fence FAILED: the
-command says so loudly and exits 1; do not assume the host is gone. A
-target that cannot be fenced (no watchdog, refused, not live, no answer)
-also exits 1.
+deadlines, and a result line per host at the end. Exit status 0 means every
+target is fenced (DEAD or restarted). If a target keeps renewing after its
+watchdog must have fired (W plus two renewal intervals after it accepted
+the reset), its fence FAILED: the command says so loudly and exits 1; do
+not assume the host is gone. A target that cannot be fenced (no watchdog,
+refused, not live, no answer) also makes it exit 1.
 
 Storage-based fencing needs the target to still reach the storage; it
 complements power fencing, it does not replace it. Needs root.
@@ -45,24 +49,36 @@ type resetStep struct {
 	What string  `json:"what"`
 }
 
-// resetReport is reset --json's output.
+// resetHost is one target's result in reset's report.
+type resetHost struct {
+	HostID     uint64 `json:"host_id"`
+	Generation uint64 `json:"generation"`
+	Fenced     bool   `json:"fenced"`
+	Outcome    string `json:"outcome"` // dead, restarted, watchdog-failed, refused, no-answer, timeout, not-live
+	Error      string `json:"error,omitempty"`
+}
+
+// resetReport is reset --json's output. HostID, Generation and Outcome
+// repeat the only target's when there is one.
 type resetReport struct {
 	Lockspace  string      `json:"lockspace"`
-	HostID     uint64      `json:"host_id"`
-	Generation uint64      `json:"generation"`
+	HostID     uint64      `json:"host_id,omitempty"`
+	Generation uint64      `json:"generation,omitempty"`
 	Seq        uint64      `json:"seq"`
-	Fenced     bool        `json:"fenced"`
-	Outcome    string      `json:"outcome"` // dead, restarted, watchdog-failed, refused, no-answer, timeout
+	ID         string      `json:"id,omitempty"`
+	Fenced     bool        `json:"fenced"` // every target
+	Outcome    string      `json:"outcome,omitempty"`
+	Hosts      []resetHost `json:"hosts"`
 	Steps      []resetStep `json:"steps"`
 }
 
 // runReset implements `sanlock-msg reset`.
 func runReset(ctx context.Context, e *env, args []string) int {
-	c := newCommand("reset", "-s NAME -i HOST_ID [-g GENERATION] [--timeout D] [--json]", resetAbout)
+	c := newCommand("reset", "-s NAME -i HOST_ID[,HOST_ID...] [-g GENERATION] [--timeout D] [--json]", resetAbout)
 	s := c.specFlag("lockspace: NAME (or NAME:HOST_ID:PATH:OFFSET)")
-	id := c.fs.Uint64P("host-id", "i", 0, "the host to reset")
-	gen := c.fs.Uint64P("generation", "g", 0, "its generation (default: the one this daemon sees now)")
-	timeout := c.fs.Duration("timeout", 0, "give up after this long (default: enough for the target to be DEAD: host_dead + W + margin)")
+	ids := c.fs.StringP("host-id", "i", "", "the host(s) to reset, comma-separated")
+	gen := c.fs.Uint64P("generation", "g", 0, "its generation (default: the one this daemon sees now; one host only)")
+	timeout := c.fs.Duration("timeout", 0, "give up after this long (default: enough for the targets to be DEAD: host_dead + W + margin)")
 	asJSON := c.fs.Bool("json", false, "print the report as JSON")
 	runDir := c.runDirFlag()
 	if done, st := c.parse(e, args); done {
@@ -72,25 +88,30 @@ func runReset(ctx context.Context, e *env, args []string) int {
 	if !ok {
 		return exitUsage
 	}
-	switch {
-	case *timeout < 0:
+	if *timeout < 0 {
 		return c.usageError(e, "--timeout must not be negative")
-	case !c.fs.Changed("host-id"):
-		return c.usageError(e, "-i HOST_ID is required")
-	case *id == 0 || *id > leader.MaxHostID:
-		return c.usageError(e, hostIDRange("-i", *id, leader.MaxHostID, ""))
 	}
-	r := &resetter{e: e, name: name, target: *id, gen: *gen, runDir: callback.ResolveRunDir(*runDir, e.getenv),
+	targets, err := parseHostIDs(*ids)
+	if err != nil {
+		return c.usageError(e, err.Error())
+	}
+	if *gen != 0 && len(targets) > 1 {
+		return c.usageError(e, "-g names one host's generation: give one -i")
+	}
+	r := &resetter{e: e, name: name, gen: *gen, runDir: callback.ResolveRunDir(*runDir, e.getenv),
 		start: time.Now(), quiet: *asJSON}
-	r.rep = resetReport{Lockspace: name, HostID: *id, Steps: []resetStep{}}
+	for _, id := range targets {
+		r.targets = append(r.targets, &resetTarget{resetHost: resetHost{HostID: id}})
+	}
+	r.rep = resetReport{Lockspace: name, Steps: []resetStep{}}
 	r.ww = watchWait(ctx, e, "reset", r.wait.poll)
-	err := r.run(ctx, *timeout)
+	err = r.run(ctx, *timeout)
 	r.ww.stop()
 	var ue usageErr
 	if errors.As(err, &ue) {
 		return c.usageError(e, ue.msg)
 	}
-	r.rep.Fenced = err == nil
+	r.report(err)
 	if *asJSON {
 		if st := jsonOut(e, "reset", r.rep); st != exitOK {
 			return st
@@ -110,16 +131,39 @@ func (e usageErr) Error() string { return e.msg }
 
 // resetter runs the fencing handshake.
 type resetter struct {
-	e      *env
-	name   string
-	target uint64
-	gen    uint64
-	runDir string
-	start  time.Time
-	quiet  bool
-	rep    resetReport
-	wait   waitState    // what the current step waits for
-	ww     *waitWatcher // shows it
+	e       *env
+	name    string
+	gen     uint64
+	runDir  string
+	start   time.Time
+	quiet   bool
+	targets []*resetTarget
+	rep     resetReport
+	wait    waitState    // what the current step waits for
+	ww      *waitWatcher // shows it
+	// acceptBy is when the targets must have accepted the reset.
+	acceptBy time.Time
+}
+
+// resetTarget is one host being fenced.
+type resetTarget struct {
+	resetHost
+	h         callback.HostStatus
+	t         delta.Timeouts
+	done      bool
+	accepted  time.Time
+	failAfter time.Time
+	lastTS    uint64
+	lastSeen  time.Time
+	reported  bool
+}
+
+// end settles t's outcome; err is nil for a fenced target.
+func (t *resetTarget) end(outcome string, err error) {
+	t.done, t.Outcome, t.Fenced = true, outcome, err == nil
+	if err != nil {
+		t.Error = err.Error()
+	}
 }
 
 func (r *resetter) step(format string, args ...any) {
@@ -131,18 +175,86 @@ func (r *resetter) step(format string, args ...any) {
 	}
 }
 
-// host returns the target's status.
-func (r *resetter) host(ctx context.Context, cl *callback.Client) (callback.HostStatus, error) {
-	hosts, err := cl.HostStatus(ctx, r.name)
-	if err != nil {
-		return callback.HostStatus{}, err
-	}
-	for _, h := range hosts {
-		if h.HostID == r.target {
-			return h, nil
+// updateWait tells the wait watcher what the targets not done wait for:
+// their acceptance, their renewals to stop, or DEAD, until the latest
+// deadline among them.
+func (r *resetter) updateWait() {
+	var accept, stop, dead []uint64
+	var stopBy, deadBy time.Time
+	for _, t := range r.targets {
+		switch {
+		case t.done:
+		case t.accepted.IsZero():
+			accept = append(accept, t.HostID)
+		case !t.reported:
+			stop = append(stop, t.HostID)
+			if t.failAfter.After(stopBy) {
+				stopBy = t.failAfter
+			}
+		default:
+			dead = append(dead, t.HostID)
+			if t.h.DeadAt.After(deadBy) {
+				deadBy = t.h.DeadAt
+			}
 		}
 	}
-	return callback.HostStatus{HostID: r.target, State: delta.StateFree.String()}, nil
+	switch {
+	case len(accept) > 0:
+		r.wait.set(fmt.Sprintf("waiting for %s to accept the reset (ack resetting, or a RESETTING reply)", hostList(accept)), r.acceptBy)
+	case len(stop) > 0:
+		r.wait.set(fmt.Sprintf("waiting for the renewals of %s to stop (its watchdog fires by accept + W)", hostList(stop)), stopBy)
+	case len(dead) > 0:
+		r.wait.set(fmt.Sprintf("renewals stopped; waiting for %s to be DEAD (8*io_timeout + W after its last renewal)", hostList(dead)), deadBy)
+	}
+}
+
+// report fills the report's per-host results and, unless quiet, prints a
+// line per host. err is run's error.
+func (r *resetter) report(err error) {
+	r.rep.Hosts = []resetHost{}
+	r.rep.Fenced = err == nil
+	for _, t := range r.targets {
+		if !t.done {
+			t.end("timeout", fmt.Errorf("host %d: no result", t.HostID))
+			if err != nil {
+				t.Error = err.Error()
+			}
+		}
+		r.rep.Hosts = append(r.rep.Hosts, t.resetHost)
+		r.rep.Fenced = r.rep.Fenced && t.Fenced
+		if !r.quiet && len(r.targets) > 1 {
+			res := "FENCED"
+			if !t.Fenced {
+				res = "NOT FENCED: " + t.Error
+			}
+			fmt.Fprintf(r.e.stdout, "host %d generation %d: %s (%s)\n", t.HostID, t.Generation, t.Outcome, res)
+		}
+	}
+	if len(r.targets) == 1 {
+		t := r.targets[0]
+		r.rep.HostID, r.rep.Generation, r.rep.Outcome = t.HostID, t.Generation, t.Outcome
+	}
+}
+
+// hosts returns the lockspace's hosts by id.
+func (r *resetter) hosts(ctx context.Context, cl *callback.Client) (map[uint64]callback.HostStatus, error) {
+	hs, err := cl.HostStatus(ctx, r.name)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[uint64]callback.HostStatus, len(hs))
+	for _, h := range hs {
+		m[h.HostID] = h
+	}
+	return m, nil
+}
+
+// hostOf returns host id's status (FREE if never seen).
+func hostOf(m map[uint64]callback.HostStatus, id uint64) callback.HostStatus {
+	if h, ok := m[id]; ok {
+		return h
+	}
+	return callback.HostStatus{HostID: id, State: delta.StateFree.String()}
 }
 
 func (r *resetter) run(ctx context.Context, timeout time.Duration) error {
@@ -164,37 +276,54 @@ func (r *resetter) run(ctx context.Context, timeout time.Duration) error {
 	if ls == nil {
 		return fmt.Errorf("%w: lockspace %q is not joined by this daemon", callback.ErrNotJoined, r.name)
 	}
-	if r.target > uint64(ls.MaxHosts) {
-		return usageErr{hostIDRange("-i", r.target, ls.MaxHosts, r.name)}
-	}
-	if ls.HostID == r.target {
-		return usageErr{fmt.Sprintf("-i: host %d is this host", r.target)}
+	for _, t := range r.targets {
+		if t.HostID > uint64(ls.MaxHosts) {
+			return usageErr{hostIDRange("-i", t.HostID, ls.MaxHosts, r.name)}
+		}
+		if t.HostID == ls.HostID {
+			return usageErr{fmt.Sprintf("-i: host %d is this host", t.HostID)}
+		}
 	}
 	w := time.Duration(st.Watchdog.TimeoutSec * float64(time.Second))
 	if w <= 0 {
 		w = delta.DefaultWatchdogTimeout
 	}
-	h, err := r.host(ctx, cl)
+	hosts, err := r.hosts(ctx, cl)
 	if err != nil {
 		return err
 	}
-	if h.State != delta.StateLive.String() && h.State != delta.StateUnknown.String() {
-		r.rep.Outcome = "not-live"
-		return fmt.Errorf("host %d is %s, not live: nothing to reset", r.target, h.State)
+	var live []uint64
+	var longest, sendTimeout time.Duration
+	for _, t := range r.targets {
+		t.h = hostOf(hosts, t.HostID)
+		if t.h.State != delta.StateLive.String() && t.h.State != delta.StateUnknown.String() {
+			t.end("not-live", fmt.Errorf("host %d is %s, not live: nothing to reset", t.HostID, t.h.State))
+			continue
+		}
+		t.Generation = t.h.Generation
+		if r.gen != 0 {
+			t.Generation = r.gen
+		}
+		t.lastTS, t.lastSeen = t.h.Timestamp, time.Now()
+		t.t = delta.NewTimeouts(time.Duration(max(t.h.IOTimeout, 1))*time.Second, w)
+		longest = max(longest, 2*t.t.RenewalInterval()+w+t.t.HostDead()+10*time.Second)
+		sendTimeout = max(sendTimeout, 2*t.t.RenewalInterval()+w)
+		live = append(live, t.HostID)
 	}
-	gen := r.gen
-	if gen == 0 {
-		gen = h.Generation
+	if len(live) == 0 {
+		return r.failed()
 	}
-	r.rep.Generation = gen
-	t := delta.NewTimeouts(time.Duration(max(h.IOTimeout, 1))*time.Second, w)
 	if timeout == 0 {
-		timeout = 2*t.RenewalInterval() + w + t.HostDead() + 10*time.Second
+		timeout = longest
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	r.step("resetting host %d (%s, generation %d, io_timeout %ds) in lockspace %s; watchdog timeout W=%v",
-		r.target, h.HostName, gen, h.IOTimeout, r.name, w)
+	for _, t := range r.targets {
+		if !t.done {
+			r.step("resetting host %d (%s, generation %d, io_timeout %ds) in lockspace %s; watchdog timeout W=%v",
+				t.HostID, t.h.HostName, t.Generation, t.h.IOTimeout, r.name, w)
+		}
+	}
 
 	// Listen before sending, to catch a RESETTING reply sent as an event.
 	reg, err := callback.Register(ctx, r.runDir, r.name)
@@ -210,7 +339,7 @@ func (r *resetter) run(ctx context.Context, timeout time.Duration) error {
 				close(replies)
 				return
 			}
-			if rec.Type == callback.RecordMessage && rec.FromHostID == r.target && rec.Code&leader.EventResetting != 0 {
+			if rec.Type == callback.RecordMessage && rec.Code&leader.EventResetting != 0 {
 				replies <- rec
 			}
 		}
@@ -225,112 +354,202 @@ func (r *resetter) run(ctx context.Context, timeout time.Duration) error {
 		err   error
 	}
 	done := make(chan sent, 1)
+	accepted := make(chan callback.SendReply, 1)
 	go func() {
-		rep, err := sc.Send(ctx, callback.SendRequest{Lockspace: r.name, Targets: []uint64{r.target}, Generation: gen,
-			Code: leader.EventReset, Wait: true, Timeout: t.RenewalInterval()*2 + w})
+		req := callback.SendRequest{Lockspace: r.name, Targets: live, Code: leader.EventReset, Wait: true,
+			Timeout: sendTimeout, OnAccept: func(a callback.SendReply) { accepted <- a }}
+		if len(live) == 1 {
+			req.Generation = r.targetOf(live[0]).Generation
+		}
+		rep, err := sc.Send(ctx, req)
 		done <- sent{rep, err}
 	}()
-	r.step("sent WD_RESET (code reset, target generation %d)", gen)
-	r.wait.set(fmt.Sprintf("waiting for host %d to accept the reset (ack resetting, or a RESETTING reply)", r.target),
-		time.Now().Add(t.RenewalInterval()*2+w))
 
-	// Step 2: the target accepts.
-	var accepted time.Time
-	for accepted.IsZero() {
+	// Step 2: the targets accept.
+	r.acceptBy = time.Now().Add(sendTimeout)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for !r.allDone() {
+		r.updateWait()
 		select {
-		case s := <-done:
-			if s.err != nil {
-				r.rep.Outcome = "refused"
-				return s.err
+		case a := <-accepted:
+			r.rep.Seq, r.rep.ID = a.Seq, a.ID
+			if len(live) == 1 {
+				r.step("sent WD_RESET (code reset, target generation %d, id %s)", r.targetOf(live[0]).Generation, a.ID)
+			} else {
+				r.step("sent WD_RESET (code reset, to hosts %v, any generation, id %s)", live, a.ID)
 			}
-			r.rep.Seq = s.reply.Seq
+		case s := <-done:
 			done = nil
-			tg := s.reply.Targets[0]
-			switch {
-			case tg.Outcome == "acked" && tg.Status == "resetting":
-				accepted = tg.At
-				r.step("host %d acked seq %d: resetting (its watchdog fires within about a second)", r.target, s.reply.Seq)
-			case tg.Outcome == "delivered-unacknowledged":
-				r.step("host %d (plain sanlock) got seq %d as an event; waiting for its RESETTING reply", r.target, s.reply.Seq)
-			case tg.Outcome == "acked":
-				r.rep.Outcome = "refused"
-				return fmt.Errorf("host %d did not accept the reset: %s", r.target, tg.Status)
-			case tg.Outcome == "target-restarted":
-				r.rep.Outcome = "restarted"
-				r.step("host %d restarted before it read the reset: it is no longer generation %d", r.target, gen)
-				return nil
-			default:
-				r.rep.Outcome = "no-answer"
-				return fmt.Errorf("host %d did not accept the reset: %s", r.target, tg.Outcome)
+			if s.err != nil {
+				for _, t := range r.targets {
+					if !t.done && t.accepted.IsZero() {
+						t.end("refused", s.err)
+					}
+				}
+				if r.rep.Seq == 0 {
+					return s.err
+				}
+				continue
+			}
+			r.rep.Seq, r.rep.ID = s.reply.Seq, s.reply.ID
+			for _, tg := range s.reply.Targets {
+				r.sendOutcome(r.targetOf(tg.HostID), s.reply.Seq, tg)
 			}
 		case rec, ok := <-replies:
 			if !ok {
 				replies = nil
 				continue
 			}
-			accepted = rec.Time
-			r.step("RESETTING reply from host %d generation %d", rec.FromHostID, rec.FromGeneration)
+			if t := r.targetOf(rec.FromHostID); t != nil && !t.done && t.accepted.IsZero() {
+				r.step("RESETTING reply from host %d generation %d", rec.FromHostID, rec.FromGeneration)
+				r.accept(t, rec.Time, w)
+			}
+		case <-tick.C:
+			if err := r.watch(ctx, cl); err != nil && ctx.Err() == nil {
+				return err
+			}
 		case <-ctx.Done():
-			r.rep.Outcome = "no-answer"
-			return fmt.Errorf("host %d did not accept the reset within %v", r.target, timeout)
+			for _, t := range r.targets {
+				switch {
+				case t.done:
+				case t.accepted.IsZero():
+					t.end("no-answer", fmt.Errorf("host %d did not accept the reset within %v", t.HostID, timeout))
+				default:
+					t.end("timeout", fmt.Errorf("host %d is not DEAD after %v (state %s)", t.HostID, timeout, t.h.State))
+				}
+			}
 		}
 	}
-	firedBy := accepted.Add(w)
-	failAfter := accepted.Add(w + 2*t.RenewalInterval())
-	r.step("its watchdog must fire by +%.1fs (accept + W); the fence fails if it still renews after +%.1fs",
-		firedBy.Sub(r.start).Seconds(), failAfter.Sub(r.start).Seconds())
-	r.wait.set(fmt.Sprintf("waiting for host %d's renewals to stop (its watchdog fires by accept + W)", r.target), failAfter)
+	return r.failed()
+}
 
-	// Step 3: watch its renewals stop, until DEAD.
-	lastTS, lastChange := h.Timestamp, time.Now()
-	reported := false
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			r.rep.Outcome = "timeout"
-			return fmt.Errorf("host %d is not DEAD after %v (state %s)", r.target, timeout, h.State)
-		case <-tick.C:
+// failed returns nil if every target is fenced, else an error naming the
+// ones that are not (FENCE FAILED first: it must not be missed).
+func (r *resetter) failed() error {
+	var bad []string
+	var fenceFailed []uint64
+	for _, t := range r.targets {
+		if t.Fenced {
+			continue
 		}
-		if h, err = r.host(ctx, cl); err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			return err
+		if t.Outcome == "watchdog-failed" {
+			fenceFailed = append(fenceFailed, t.HostID)
+			continue
 		}
-		now := time.Now()
-		if h.Generation != gen && h.Generation != 0 {
-			r.rep.Outcome = "restarted"
-			r.step("host %d rejoined with generation %d: it was reset", r.target, h.Generation)
-			return nil
+		bad = append(bad, t.Error)
+	}
+	if len(fenceFailed) > 0 {
+		msg := "FENCE FAILED: the target's watchdog did not fire; it is still renewing its lease. Do not assume it is dead"
+		if len(r.targets) > 1 {
+			msg = fmt.Sprintf("FENCE FAILED for host(s) %v: their watchdog did not fire; they still renew their lease. Do not assume they are dead", fenceFailed)
 		}
-		if h.Timestamp != lastTS {
-			lastTS, lastChange = h.Timestamp, now
-			if now.After(failAfter) {
-				r.rep.Outcome = "watchdog-failed"
-				r.step("FENCE FAILED: host %d still renews %.1fs after it accepted the reset", r.target, now.Sub(accepted).Seconds())
-				return errors.New("FENCE FAILED: the target's watchdog did not fire; it is still renewing its lease. Do not assume it is dead")
+		return errors.New(strings.Join(append([]string{msg}, bad...), "; "))
+	}
+	if len(bad) > 0 {
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+func (r *resetter) allDone() bool {
+	for _, t := range r.targets {
+		if !t.done {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *resetter) targetOf(id uint64) *resetTarget {
+	for _, t := range r.targets {
+		if t.HostID == id {
+			return t
+		}
+	}
+	return nil
+}
+
+// sendOutcome applies one target's outcome of the WD_RESET send.
+func (r *resetter) sendOutcome(t *resetTarget, seq uint64, tg callback.TargetStatus) {
+	if t == nil || t.done {
+		return
+	}
+	w := t.t.Watchdog
+	switch {
+	case tg.Outcome == "acked" && tg.Status == "resetting":
+		if t.accepted.IsZero() {
+			r.step("host %d acked seq %d: resetting (its watchdog fires within about a second)", t.HostID, seq)
+			r.accept(t, tg.At, w)
+		}
+	case tg.Outcome == "delivered-unacknowledged":
+		if t.accepted.IsZero() {
+			r.step("host %d (plain sanlock) got seq %d as an event; waiting for its RESETTING reply", t.HostID, seq)
+		}
+	case tg.Outcome == "acked":
+		t.end("refused", fmt.Errorf("host %d did not accept the reset: %s", t.HostID, tg.Status))
+	case tg.Outcome == "target-restarted":
+		r.step("host %d restarted before it read the reset: it is no longer generation %d", t.HostID, t.Generation)
+		t.end("restarted", nil)
+	default:
+		if t.accepted.IsZero() {
+			t.end("no-answer", fmt.Errorf("host %d did not accept the reset: %s", t.HostID, tg.Outcome))
+		}
+	}
+}
+
+// accept starts watching t: it accepted the reset at time at.
+func (r *resetter) accept(t *resetTarget, at time.Time, w time.Duration) {
+	t.accepted = at
+	t.failAfter = at.Add(w + 2*t.t.RenewalInterval())
+	r.step("host %d: its watchdog must fire by +%.1fs (accept + W); the fence fails if it still renews after +%.1fs",
+		t.HostID, at.Add(w).Sub(r.start).Seconds(), t.failAfter.Sub(r.start).Seconds())
+}
+
+// watch follows the accepted targets' renewals until they are DEAD.
+func (r *resetter) watch(ctx context.Context, cl *callback.Client) error {
+	hosts, err := r.hosts(ctx, cl)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, t := range r.targets {
+		if t.done {
+			continue
+		}
+		h := hostOf(hosts, t.HostID)
+		t.h = h
+		if h.Generation != t.Generation && h.Generation != 0 {
+			r.step("host %d rejoined with generation %d: it was reset", t.HostID, h.Generation)
+			t.end("restarted", nil)
+			continue
+		}
+		if t.accepted.IsZero() {
+			continue
+		}
+		if h.Timestamp != t.lastTS {
+			t.lastTS, t.lastSeen = h.Timestamp, now
+			if now.After(t.failAfter) {
+				r.step("FENCE FAILED: host %d still renews %.1fs after it accepted the reset", t.HostID, now.Sub(t.accepted).Seconds())
+				t.end("watchdog-failed", fmt.Errorf("FENCE FAILED: host %d's watchdog did not fire", t.HostID))
 			}
 			continue
 		}
-		if !reported && now.Sub(lastChange) > 2*t.RenewalInterval() {
-			reported = true
-			r.step("renewals stopped: last renewal seen at +%.1fs (timestamp %d); DEAD expected at %s",
-				lastChange.Sub(r.start).Seconds(), lastTS, deadAt(h, r.start))
-			r.wait.set(fmt.Sprintf("renewals stopped; waiting for host %d to be DEAD (8*io_timeout + W after its last renewal)", r.target), h.DeadAt)
+		if !t.reported && now.Sub(t.lastSeen) > 2*t.t.RenewalInterval() {
+			t.reported = true
+			r.step("host %d: renewals stopped: last renewal seen at +%.1fs (timestamp %d); DEAD expected at %s",
+				t.HostID, t.lastSeen.Sub(r.start).Seconds(), t.lastTS, deadAt(h, r.start))
 		}
 		switch h.State {
 		case delta.StateDead.String():
-			r.rep.Outcome = "dead"
-			r.step("host %d is DEAD: fenced", r.target)
-			return nil
+			r.step("host %d is DEAD: fenced", t.HostID)
+			t.end("dead", nil)
 		case delta.StateFree.String():
-			r.rep.Outcome = "dead"
-			r.step("host %d released its host id (FREE): it left before the reset", r.target)
-			return nil
+			r.step("host %d released its host id (FREE): it left before the reset", t.HostID)
+			t.end("dead", nil)
 		}
 	}
+	return nil
 }
 
 func deadAt(h callback.HostStatus, start time.Time) string {

@@ -29,13 +29,24 @@ A real sanlock host receives the message as a host event
 (sanlock_get_event) with the code and data; it cannot ack, so the send ends
 "delivered-unacknowledged" once that host has renewed twice.
 
-Prints the seq used. With --wait, also prints each target's outcome and
-exits 0 only if every target got the message (acked "delivered" or
-"resetting", or delivered-unacknowledged for targets that cannot ack);
-otherwise it exits 1 naming the reason: no-listener, wrong-generation,
-timeout, target-dead, target-left, target-restarted. A --wait that lasts
-more than a second says what it waits for on stderr: a progress line with
-a countdown to the timeout on a terminal, else one line.`
+Prints the seq and the message's id, HOST:GENERATION:SEQ (our host id, the
+generation it was first sent under, its seq), once the daemon has the
+message in its durable outbox (--state-dir): from then on it is delivered
+or reported failed even if the daemon crashes and restarts, and
+'sanlock-msg result ID' tells its fate. With --wait, it then prints each
+target's outcome and exits 0 only if every target got the message (acked
+"delivered" or "resetting", or delivered-unacknowledged for targets that
+cannot ack); otherwise it exits 1 naming the reason: no-listener,
+wrong-generation, timeout, target-dead, target-left, target-restarted. If
+the daemon dies while --wait waits, the error names the id to ask about.
+A --wait that lasts more than a second says what it waits for on stderr:
+a progress line with a countdown to the timeout on a terminal, else one
+line.
+
+--seq N must be greater than the last seq this daemon sent in the lockspace
+and at most 2^20 above it; the top 2^32 seqs are kept for root's resets.
+With --json, one JSON object per line: with --wait, first the accepted
+reply ("accepted": true), then the result.`
 
 // sendJSON is send --json's output.
 type sendJSON struct {
@@ -45,12 +56,12 @@ type sendJSON struct {
 
 // runSend implements `sanlock-msg send`.
 func runSend(ctx context.Context, e *env, args []string) int {
-	c := newCommand("send", "-s NAME -i HOST_ID[,HOST_ID...] -c CODE[,CODE...] [-g GENERATION] [--seq N] [--data N] [--wait] [--timeout D]", sendAbout)
+	c := newCommand("send", "-s NAME -i HOST_ID[,HOST_ID...] -c CODE[,CODE...] [-g GENERATION] [--seq N] [--data N] [--wait] [--timeout D] [--json]", sendAbout)
 	s := c.specFlag("lockspace: NAME (or NAME:HOST_ID:PATH:OFFSET)")
 	ids := c.fs.StringP("host-id", "i", "", "target host id(s), comma-separated")
 	gen := c.fs.Uint64P("generation", "g", 0, "target generation; the message is rejected by any other incarnation (default 0: any; one target only)")
 	code := c.fs.StringP("code", "c", "", "message code(s): numbers or names, comma-separated")
-	seq := c.fs.Uint64("seq", 0, "seq to use; must be greater than the last one this daemon sent in the lockspace (default: generated)")
+	seq := c.fs.Uint64("seq", 0, "seq to use, 1..2^48-2^32-1; greater than the last one this daemon sent in the lockspace, by at most 2^20 (default: the next one)")
 	data := c.fs.Uint64("data", 0, "64-bit data carried in the event data field (default: the seq)")
 	wait := c.fs.Bool("wait", false, "wait until every target answered and print the outcome per target")
 	timeout := c.fs.Duration("timeout", 0, "give up on targets that have not answered after this long (default: the lockspace's host_dead)")
@@ -96,6 +107,19 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		return fail(e, "send", err)
 	}
 	defer cl.Close()
+	// The id goes out (flushed) as soon as the message is durable, so
+	// that whoever reads our output knows it even if we are killed.
+	printAccepted := func(r callback.SendReply) {
+		if *asJSON {
+			jsonOut(e, "send", sendJSON{Lockspace: name, SendReply: &r})
+		} else {
+			fmt.Fprintf(e.stdout, "seq %d id %s\n", r.Seq, r.ID)
+		}
+		if f, ok := e.stdout.(interface{ Sync() error }); ok {
+			f.Sync()
+		}
+	}
+	req.OnAccept = printAccepted
 	var ww *waitWatcher
 	if *wait {
 		ww = watchWait(ctx, e, "send", sendWait(e, *runDir, name, targets, *timeout))
@@ -110,24 +134,34 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		}
 		return fail(e, "send", err)
 	}
+	if !reply.Done {
+		printAccepted(*reply)
+		return exitOK
+	}
 	if *asJSON {
 		if st := jsonOut(e, "send", sendJSON{Lockspace: name, SendReply: reply}); st != exitOK {
 			return st
 		}
 	} else {
-		fmt.Fprintf(e.stdout, "seq %d\n", reply.Seq)
-		if reply.Done {
-			for _, t := range reply.Targets {
-				fmt.Fprintf(e.stdout, "host %d generation %d: %s%s (after %.3fs)\n", t.HostID, t.Generation, t.Outcome,
-					statusSuffix(t.Status), t.At.Sub(reply.QueuedAt).Seconds())
-			}
-		}
+		printTargets(e, reply)
 	}
 	if reply.Done && !reply.OK {
 		fmt.Fprintf(e.stderr, "sanlock-msg send: %s\n", strings.TrimPrefix(reply.Error, "hostmsg: "))
 		return exitFail
 	}
 	return exitOK
+}
+
+// printTargets prints a finished send's outcome per target.
+func printTargets(e *env, reply *callback.SendReply) {
+	for _, t := range reply.Targets {
+		held := ""
+		if t.HeldBack && !t.OK {
+			held = " (the target held it back: its listeners had no room, or none was registered)"
+		}
+		fmt.Fprintf(e.stdout, "host %d generation %d: %s%s (after %.3fs)%s\n", t.HostID, t.Generation, t.Outcome,
+			statusSuffix(t.Status), t.At.Sub(reply.QueuedAt).Seconds(), held)
+	}
 }
 
 func statusSuffix(st string) string {

@@ -53,7 +53,8 @@ class Pair:
         for i, r in enumerate(self.runs, 1):
             log = open(os.path.join(self.dir, "d%d.log" % i), "wb")
             self.procs.append(subprocess.Popen(
-                [self.bin, "daemon", "--run-dir", r, "--watchdog", "none", "-e", "py-host%d" % i],
+                [self.bin, "daemon", "--run-dir", r, "--state-dir", os.path.join(r, "state"), "--watchdog", "none",
+                 "-e", "py-host%d" % i],
                 stdout=log, stderr=log))
             log.close()
         for r in self.runs:
