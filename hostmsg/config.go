@@ -29,6 +29,15 @@ type Config struct {
 	ActiveWindow time.Duration
 	// MaxOutbox bounds the number of queued sends. Default 1024.
 	MaxOutbox int
+	// Doorbells is the number of doorbell sectors of the area
+	// (leader.Geometry.Spare): host h rings at doorbell (h-1) mod
+	// Doorbells. 0 disables doorbells: no rings, and the driver must read
+	// the area often enough to find messages.
+	Doorbells int
+	// RingRetry is the first interval between rings of a target whose ack
+	// is missing; each next one doubles, capped at the target's renewal
+	// interval. Default 500 ms.
+	RingRetry time.Duration
 	// CanReset says a watchdog can reset this host. Without one a WD_RESET
 	// is acked "reset-unavailable" (and still delivered to listeners).
 	CanReset bool
@@ -55,6 +64,12 @@ func (c *Config) validate() error {
 	}
 	if c.ActiveWindow == 0 {
 		c.ActiveWindow = 2 * time.Second
+	}
+	if c.Doorbells < 0 || (c.Doorbells > 0 && (c.HostID-1)/uint64(c.Doorbells) >= leader.DoorbellMaskBits) {
+		return fmt.Errorf("hostmsg: host id %d has no bit in %d doorbells", c.HostID, c.Doorbells)
+	}
+	if c.RingRetry == 0 {
+		c.RingRetry = 500 * time.Millisecond
 	}
 	if c.MaxOutbox == 0 {
 		c.MaxOutbox = 1024

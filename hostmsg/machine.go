@@ -60,6 +60,8 @@ type Machine struct {
 	acks      []*ackEntry
 	reset     *resetState
 
+	bell bellState // our doorbell (doorbell.go)
+
 	changes    uint64    // bumped on every change of the payload
 	written    uint64    // value of changes last written to disk
 	snap       *snapshot // what the last Payload returned
@@ -77,6 +79,9 @@ type peer struct {
 	// changed is when its timestamp last changed (local time).
 	changed time.Time
 	ext     bool // its last valid sector had our extension
+	ours    bool // its last valid sector had our marker: it reads doorbells
+	// observed is when its sector was last read (whatever it held).
+	observed time.Time
 	// addrSeq is the seq of its current message if that message is
 	// addressed to us (0 if none); used to tell whether our ack for it
 	// is still needed.
@@ -116,6 +121,7 @@ type target struct {
 	res      TargetResult
 	lastTS   uint64
 	renewals int
+	rangAt   time.Time // when its doorbell was last rung for this message
 }
 
 type ackEntry struct {
@@ -141,7 +147,11 @@ func New(cfg Config) (*Machine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Machine{cfg: cfg, peers: make(map[uint64]*peer)}, nil
+	m := &Machine{cfg: cfg, peers: make(map[uint64]*peer)}
+	if cfg.Doorbells > 0 {
+		m.bell.slot = int((cfg.HostID - 1) / uint64(cfg.Doorbells))
+	}
+	return m, nil
 }
 
 // Config returns the configuration in use (defaults applied).

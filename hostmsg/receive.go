@@ -6,12 +6,13 @@ import (
 	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
-// Observe takes one read of the area: every host sector in the range read
+// Observe takes one read: the host sectors read, any subset of the area
 // (ours included; it is skipped). It delivers new messages addressed to us,
 // records acks for our message, and finishes sends.
 func (m *Machine) Observe(now time.Time, peers []Peer) {
 	for i := range peers {
 		p := &peers[i]
+		m.seen(now, p.HostID)
 		if p.HostID == m.cfg.HostID {
 			continue
 		}
@@ -40,6 +41,7 @@ func (m *Machine) update(now time.Time, p *Peer) *peer {
 	if s == nil {
 		return nil
 	}
+	pp.observed = now
 	if p.Bad {
 		if s.Record.Timestamp != 0 || s.Record.OwnerID != 0 {
 			m.stats.BadSector++
@@ -47,6 +49,7 @@ func (m *Machine) update(now time.Time, p *Peer) *peer {
 		return nil
 	}
 	r := &s.Record
+	pp.ours = s.Ours()
 	if r.Timestamp != pp.ts || pp.changed.IsZero() {
 		pp.changed = now
 	}

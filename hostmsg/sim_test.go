@@ -29,6 +29,7 @@ type sim struct {
 	tornWrites float64 // probability a write is torn (half written, fails)
 	lostReads  float64 // probability a poll read fails
 	sent       map[msgKey]sentMsg
+	bells      *bells // doorbells (sim_doorbell_test.go); nil: every poll reads the area
 }
 
 type msgKey struct {
@@ -63,6 +64,7 @@ type simHost struct {
 	event   Payload
 	bitTime time.Time
 	sendErr []string
+	db      *dbHost // doorbell mode
 }
 
 func newSim(seed int64, ss int) *sim {
@@ -95,7 +97,11 @@ func (s *sim) join(id uint64, native bool) *simHost {
 	h.nextRen = s.now.Add(s.timeouts().RenewalInterval())
 	h.event, h.bitTime = Payload{}, time.Time{}
 	if !native {
-		m, err := New(Config{HostID: id, Generation: gen, SectorSize: s.ss, MaxHosts: 2000, CanReset: true})
+		cfg := Config{HostID: id, Generation: gen, SectorSize: s.ss, MaxHosts: 2000, CanReset: true}
+		if s.bells != nil {
+			cfg.Doorbells = s.bells.d
+		}
+		m, err := New(cfg)
 		if err != nil {
 			panic(err)
 		}
@@ -110,6 +116,9 @@ func (s *sim) join(id uint64, native bool) *simHost {
 	copy(h.rec.ResourceName[:], h.name)
 	h.ts += 100
 	s.write(h, Payload{Ext: s.extFor(h)}, true)
+	if s.bells != nil && !native {
+		s.joinDB(h)
+	}
 	s.logf("join %d gen %d native=%v", id, gen, native)
 	return h
 }
@@ -177,6 +186,10 @@ func (s *sim) read(h *simHost) []Peer {
 
 // step runs host h's poll (and renewal if due).
 func (s *sim) step(h *simHost) {
+	if s.bells != nil && !h.native {
+		s.stepDB(h)
+		return
+	}
 	h.nextPoll = s.now.Add(h.poll)
 	renew := !s.now.Before(h.nextRen)
 	if renew {
@@ -303,6 +316,9 @@ func (s *sim) send(h *simHost, msg Message) (uint64, error) {
 		return 0, err
 	}
 	s.sent[msgKey{h.id, h.gen, seq}] = sentMsg{targets: msg.Targets, tgen: msg.TargetGeneration, code: msg.Code}
+	if h.db != nil {
+		h.nextPoll = s.now // the daemon wakes its loop on a send
+	}
 	s.logf("host %d send seq %d to %v code %s", h.id, seq, msg.Targets, strings.Join(leader.CodeNames(msg.Code), ","))
 	return seq, nil
 }
