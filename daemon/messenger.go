@@ -11,6 +11,7 @@ import (
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/hostmsg"
 	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/msgloop"
 	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
 
@@ -46,15 +47,14 @@ func (d *Daemon) newMessenger(name string, io time.Duration) *messenger {
 }
 
 // Joined creates the protocol machine for our new identity.
-func (ms *messenger) Joined(hostID, generation uint64, sectorSize int) {
+func (ms *messenger) Joined(hostID, generation uint64, geo leader.Geometry) {
 	t := delta.NewTimeouts(ms.io, ms.d.cfg.WatchdogTimeout)
 	_, none := ms.d.wdev.(watchdog.None)
-	m, err := hostmsg.New(hostmsg.Config{
-		HostID: hostID, Generation: generation, SectorSize: sectorSize,
+	m, err := hostmsg.New(msgloop.Config(hostmsg.Config{
 		// A send to a live target ends by host_dead at the latest.
 		SendTimeout: t.HostDead() + t.RenewalInterval(),
 		CanReset:    !none,
-	})
+	}, hostID, generation, geo))
 	if err != nil {
 		// Only a delta bug can get here (bad host id or generation).
 		panic(fmt.Sprintf("daemon: %s: %v", ms.name, err))
@@ -67,18 +67,41 @@ func (ms *messenger) Joined(hostID, generation uint64, sectorSize int) {
 
 // Observe feeds a read to the machine and dispatches what it produced.
 func (ms *messenger) Observe(now time.Time, v *delta.View) {
-	peers := make([]hostmsg.Peer, len(v.Sectors))
-	for i := range v.Sectors {
-		peers[i] = hostmsg.Peer{HostID: v.First + uint64(i), Sector: &v.Sectors[i],
-			State: hostmsg.PeerState(v.States[i]), Bad: v.Bad[i] != nil}
-	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.m == nil {
 		return
 	}
-	ms.m.Observe(now, peers)
+	msgloop.Observe(ms.m, now, v)
 	ms.dispatchLocked(now, ms.m.Ready())
+}
+
+// Doorbell feeds a poll of our doorbell to the machine.
+func (ms *messenger) Doorbell(now time.Time, db *leader.Doorbell, err error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m != nil {
+		ms.m.ObserveDoorbell(now, db, err)
+	}
+}
+
+// Plan returns the reads and rings the machine wants.
+func (ms *messenger) Plan(now time.Time) delta.Plan {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m == nil {
+		return delta.Plan{}
+	}
+	return msgloop.Plan(ms.m.Plan(now))
+}
+
+// Rang reports rings to the machine.
+func (ms *messenger) Rang(now time.Time, targets []uint64, err error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m != nil {
+		ms.m.Rang(now, targets, err)
+	}
 }
 
 // Payload returns the machine's payload for our next write.
@@ -89,8 +112,7 @@ func (ms *messenger) Payload(now time.Time) (delta.Payload, bool) {
 		return delta.Payload{Ext: &leader.Extension{Version: leader.ExtVersion}}, false
 	}
 	p, urgent := ms.m.Payload(now)
-	return delta.Payload{WriteID: p.WriteID, WriteGeneration: p.WriteGeneration, WriteTimestamp: p.WriteTimestamp,
-		Bitmap: p.Bitmap, Ext: p.Ext}, urgent
+	return msgloop.Payload(p), urgent
 }
 
 // Written reports a write; once the "resetting" ack is on disk the
@@ -107,13 +129,6 @@ func (ms *messenger) Written(now time.Time, err error) {
 		ms.fireSoon()
 		ms.fireSoon = nil
 	}
-}
-
-// Busy asks for fast polls while messages are in flight.
-func (ms *messenger) Busy(now time.Time) bool {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	return ms.m != nil && ms.m.Busy(now)
 }
 
 // Tick runs the machine's timeouts when a read failed.

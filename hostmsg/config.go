@@ -69,13 +69,16 @@ func (c *Config) validate() error {
 		return fmt.Errorf("hostmsg: host id %d has no bit in %d doorbells", c.HostID, c.Doorbells)
 	}
 	if c.RingRetry == 0 {
-		c.RingRetry = 500 * time.Millisecond
+		c.RingRetry = DefaultRingRetry
 	}
 	if c.MaxOutbox == 0 {
 		c.MaxOutbox = 1024
 	}
 	return nil
 }
+
+// DefaultRingRetry is Config.RingRetry's default.
+const DefaultRingRetry = 500 * time.Millisecond
 
 // PeerState is a host's liveness as the driver computes it (sanlock's
 // host states; delta.HostState has the same values).
