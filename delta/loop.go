@@ -250,10 +250,11 @@ func (ls *Lockspace) nextWake(now time.Time, poll time.Duration) time.Time {
 				earlier(latest(now.Add(minTurn), lp.holdReads))
 			}
 			if !p.Next.IsZero() {
-				earlier(latest(p.Next, lp.holdReads))
+				earlier(latest(p.Next, lp.holdReads, now.Add(minTurn)))
 			}
-			if p.Scan {
-				earlier(latest(lp.bucket.when(lp.bucket.capacity), now.Add(minTurn)))
+			if t := lp.bucket.when(lp.bucket.capacity); p.Scan && !t.IsZero() {
+				// Not never: the next renewal reads the used area anyway.
+				earlier(latest(t, lp.holdReads, now.Add(minTurn)))
 			}
 		}
 	}
@@ -266,11 +267,15 @@ func (ls *Lockspace) nextWake(now time.Time, poll time.Duration) time.Time {
 	return next
 }
 
-func latest(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
+// latest returns the latest of ts.
+func latest(ts ...time.Time) time.Time {
+	var l time.Time
+	for _, t := range ts {
+		if t.After(l) {
+			l = t
+		}
 	}
-	return b
+	return l
 }
 
 // plan returns the Messenger's plan, or none.
