@@ -77,11 +77,11 @@ func (ms *messenger) Observe(now time.Time, v *delta.View) {
 }
 
 // Doorbell feeds a poll of our doorbell to the machine.
-func (ms *messenger) Doorbell(now time.Time, db *leader.Doorbell, err error) {
+func (ms *messenger) Doorbell(now time.Time, every time.Duration, db *leader.Doorbell, err error) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.m != nil {
-		ms.m.ObserveDoorbell(now, db, err)
+		msgloop.Doorbell(ms.m, now, every, db, err)
 	}
 }
 

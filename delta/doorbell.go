@@ -84,10 +84,10 @@ func (ls *Lockspace) pollDoorbell(ctx context.Context) {
 		return
 	}
 	if derr != nil {
-		ls.msgr.Doorbell(ls.clk.Now(), nil, derr)
+		ls.msgr.Doorbell(ls.clk.Now(), ls.pollEvery, nil, derr)
 		return
 	}
-	ls.msgr.Doorbell(ls.clk.Now(), &db, nil)
+	ls.msgr.Doorbell(ls.clk.Now(), ls.pollEvery, &db, nil)
 }
 
 // ring rings the doorbells of targets: one read-modify-write per doorbell,

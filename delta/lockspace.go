@@ -156,9 +156,11 @@ type Messenger interface {
 	Observe(now time.Time, v *View)
 	// Doorbell is called after every poll of our doorbell sector with
 	// what it holds, or with the error of leader.DecodeDoorbell (a torn,
-	// corrupt or foreign sector: never act on it). A poll whose read
-	// failed is not reported.
-	Doorbell(now time.Time, db *leader.Doorbell, err error)
+	// corrupt or foreign sector: never act on it), and the idle poll
+	// interval (every host of the area polls about as often: rings and
+	// waiting reads are timed by it). A poll whose read failed is not
+	// reported.
+	Doorbell(now time.Time, every time.Duration, db *leader.Doorbell, err error)
 	// Plan returns the reads and rings the protocol wants now.
 	Plan(now time.Time) Plan
 	// Rang reports a doorbell written for targets, or why not.
@@ -188,6 +190,9 @@ type Plan struct {
 	// Next is when the plan asks for something new by itself; zero if
 	// never.
 	Next time.Time
+	// Fast asks for doorbell polls five times as often (at least 50 ms
+	// apart): messages are flowing, the next one is likely soon.
+	Fast bool
 }
 
 // Payload is the message part of our own sector: the event fields, the

@@ -721,7 +721,7 @@ func (m *fakeMessenger) Observe(now time.Time, v *View) {
 	}
 }
 
-func (m *fakeMessenger) Doorbell(now time.Time, db *leader.Doorbell, err error) {
+func (m *fakeMessenger) Doorbell(now time.Time, every time.Duration, db *leader.Doorbell, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if (db == nil) == (err == nil) {

@@ -38,12 +38,16 @@ const (
 	// minTurn is the shortest wait between two turns that have planned
 	// I/O left over.
 	minTurn = 20 * time.Millisecond
+	// minFastPoll bounds the doorbell poll while Plan.Fast: every P/5,
+	// but not more often than this.
+	minFastPoll = 50 * time.Millisecond
 )
 
 // loopState is the loop's schedule, owned by the goroutine calling Step.
 type loopState struct {
 	nextRenewal time.Time
 	nextPoll    time.Time // next doorbell poll; zero: at the first turn
+	lastPoll    time.Time // last doorbell poll
 	full        bool      // the next renewal reads the whole area
 	first       bool      // nothing read since the join: read the whole area
 	// holdReads delays planned reads: the budget cannot pay for them yet,
@@ -149,7 +153,8 @@ func (ls *Lockspace) waitUntil(t time.Time) bool {
 var ErrStopped = errors.New("delta: lockspace stopped")
 
 // Step does what is due at the clock's current time and returns when it
-// wants to be called again. While acquiring it does the acquire's I/O
+// wants to be called again: later than now, except once, right after the
+// acquire, when the first turn is due at once. While acquiring it does the acquire's I/O
 // (Joined says when that is over); then each call is one turn of the loop:
 // a renewal if due, a doorbell poll if due, the Messenger's planned reads,
 // a write of our sector if the Messenger asks, and rings. It returns an
@@ -242,8 +247,14 @@ func (ls *Lockspace) nextWake(now time.Time, poll time.Duration) time.Time {
 		}
 	}
 	if poll > 0 {
+		p := ls.plan(now)
+		if fast := latest(lp.lastPoll.Add(max(poll/5, minFastPoll)), now.Add(minTurn)); p.Fast && fast.Before(lp.nextPoll) {
+			// Messages flow: poll the doorbell five times as often, a few
+			// more sectors per idle poll while it lasts.
+			lp.nextPoll = fast
+		}
 		earlier(lp.nextPoll)
-		if p := ls.plan(now); !p.Next.IsZero() || len(p.Read) > 0 || len(p.Ring) > 0 || p.Scan {
+		if !p.Next.IsZero() || len(p.Read) > 0 || len(p.Ring) > 0 || p.Scan {
 			if len(p.Read) > 0 || len(p.Ring) > 0 {
 				// Left over from this turn (too many runs, no budget, a
 				// failed read): not before minTurn, nor before the hold.
@@ -339,7 +350,7 @@ func (ls *Lockspace) readHigh() uint64 {
 func (ls *Lockspace) turn(ctx context.Context, now time.Time, renew, poll bool) (bool, error) {
 	lp := &ls.lp
 	if poll {
-		lp.nextPoll = now.Add(ls.pollEvery)
+		lp.lastPoll, lp.nextPoll = now, now.Add(ls.pollEvery)
 		ls.pollDoorbell(ctx)
 	}
 	plan := ls.plan(now)

@@ -23,14 +23,19 @@ import (
 //   - Once our message is on disk (Written), Plan.Ring names every target
 //     that runs sanlock-msg (its sector carries our marker); plain sanlock
 //     hosts do not read doorbells and are served by their renewals. A ring
-//     is a hint: while a target has not acked, it is rung again RingRetry
-//     after the first ring, then after twice that, and so on, each interval
-//     capped at the target's renewal interval. A lost ring costs latency,
-//     never correctness: renewals read every sender's sector anyway.
-//   - While a target's ack is missing, Plan.Read names it 50, 150, 300 and
-//     450 ms after each ring (a target that cannot ack, once per ring
-//     interval, to see it renew), so a waiting sender reads a few sectors
-//     per awaited target and never the whole area.
+//     is a hint: while a target has not acked, it is rung again after
+//     max(RingRetry, 2·P), then after twice that, and so on, each interval
+//     capped at the target's renewal interval (P is the doorbell poll
+//     interval, SetPollInterval: peers of one area poll about as often). A
+//     lost ring costs latency, never correctness: renewals read every
+//     sender's sector anyway.
+//   - While a target's ack is missing, Plan.Read names it 50 and 100 ms,
+//     P/2, P and 3P/2 after each ring (a target that cannot ack, once, 3P/2
+//     after each ring, to see it renew), so a waiting sender reads a few
+//     sectors per awaited target and receiver poll, never the whole area.
+//   - For a while after a message was sent or delivered (ActiveWindow, and
+//     at least 4·P), Plan.Fast asks the driver to poll our doorbell five
+//     times as often: a conversation's next message is found within P/5.
 //
 // Observe accepts any subset of host sectors (a targeted read); a peer that
 // is not in a read keeps what was last seen of it.
@@ -53,6 +58,9 @@ type Plan struct {
 	// Next is when Plan will ask for something new by itself (a scheduled
 	// read or ring); zero if nothing is scheduled.
 	Next time.Time
+	// Fast asks the driver to poll our doorbell more often (P/5): a
+	// message was sent or delivered within ActiveWindow.
+	Fast bool
 }
 
 // Empty reports whether the plan asks for nothing now.
@@ -68,14 +76,26 @@ type RingStats struct {
 	Scans         int64 // area reads that answered such a request
 }
 
-// Waiting-read offsets after each ring: a receiver polls its doorbell every
-// 250 ms (longer only on a crowded area), reads our sector and writes its
-// ack at once, so the ack is on disk within about 300 ms of the ring; a
-// target that cannot ack is only read to see it renew.
-var (
-	ackReads   = []time.Duration{50 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond, 450 * time.Millisecond}
-	noAckReads = []time.Duration{450 * time.Millisecond}
-)
+// DefaultPollInterval is the doorbell poll interval the machine assumes
+// until the driver tells it (SetPollInterval).
+const DefaultPollInterval = 250 * time.Millisecond
+
+// ackReads returns when, after a ring, a sender reads a target that acks:
+// a receiver finds the ring at its next doorbell poll (within P, P/5 in a
+// conversation), reads our sector and writes its ack at once.
+func ackReads(p time.Duration) []time.Duration {
+	var offs []time.Duration
+	for _, d := range []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, p / 2, p, 3 * p / 2} {
+		if len(offs) == 0 || d >= offs[len(offs)-1]+25*time.Millisecond {
+			offs = append(offs, d)
+		}
+	}
+	return offs
+}
+
+// noAckReads returns when a sender reads a target that cannot ack (plain
+// sanlock, or a SEQ_DATA message): only to see it renew.
+func noAckReads(p time.Duration) []time.Duration { return []time.Duration{3 * p / 2} }
 
 // bellState is the receive side of our doorbell.
 type bellState struct {
@@ -89,7 +109,24 @@ type bellState struct {
 	ringers map[uint64]time.Time
 	scan    bool      // a scan is asked for
 	scanAt  time.Time // since when
+	poll    time.Duration
 	stats   RingStats
+}
+
+// SetPollInterval tells the machine how often the driver polls our
+// doorbell when idle (P): rings, waiting reads and Plan.Fast scale with it.
+func (m *Machine) SetPollInterval(d time.Duration) {
+	if d > 0 {
+		m.bell.poll = d
+	}
+}
+
+// pollInterval returns P.
+func (m *Machine) pollInterval() time.Duration {
+	if m.bell.poll > 0 {
+		return m.bell.poll
+	}
+	return DefaultPollInterval
 }
 
 // RingStats returns the doorbell counters.
@@ -198,6 +235,9 @@ func (m *Machine) Plan(now time.Time) Plan {
 		p.Read = append(p.Read, id)
 	}
 	p.Scan = b.scan
+	if m.cfg.Doorbells > 0 && now.Sub(m.lastActive) < max(m.cfg.ActiveWindow, 4*m.pollInterval()) {
+		p.Fast = true
+	}
 	if o := m.cur; o != nil && !o.sentAt.IsZero() {
 		for _, t := range o.targets {
 			if !t.done {
@@ -219,7 +259,8 @@ func (m *Machine) planTarget(now time.Time, o *outMsg, t *target, p *Plan) {
 	if pp != nil && pp.io > 0 {
 		io = time.Duration(pp.io) * time.Second
 	}
-	a := attempts{start: o.sentAt, first: m.cfg.RingRetry, cap: 2*io + 500*time.Millisecond}
+	poll := m.pollInterval()
+	a := attempts{start: o.sentAt, first: max(m.cfg.RingRetry, 2*poll), cap: 2*io + 500*time.Millisecond}
 	_, begin, next := a.at(now)
 	ringable := m.cfg.Doorbells > 0 && pp != nil && pp.ours && (pp.state == PeerLive || pp.state == PeerUnknown)
 	if ringable {
@@ -228,9 +269,9 @@ func (m *Machine) planTarget(now time.Time, o *outMsg, t *target, p *Plan) {
 		}
 		p.later(next)
 	}
-	offs := noAckReads
+	offs := noAckReads(poll)
 	if pp != nil && pp.ours && !o.unackable {
-		offs = ackReads
+		offs = ackReads(poll)
 	}
 	var observed time.Time
 	if pp != nil {
@@ -277,18 +318,24 @@ func (a attempts) at(t time.Time) (k int, begin, next time.Time) {
 }
 
 // nextRead returns the first read of the schedule after time after: the
-// offsets from the beginning of each attempt that fall before the next.
+// offsets from the beginning of each attempt that fall before the next
+// (or, if none does, the middle of the attempt).
 func (a attempts) nextRead(after time.Time, offs []time.Duration) time.Time {
 	_, begin, next := a.at(after)
 	for {
+		fits := false
 		for _, off := range offs {
 			r := begin.Add(off)
 			if !r.Before(next) {
 				break
 			}
+			fits = true
 			if r.After(after) {
 				return r
 			}
+		}
+		if r := begin.Add(next.Sub(begin) / 2); !fits && r.After(after) {
+			return r
 		}
 		_, begin, next = a.at(next)
 	}

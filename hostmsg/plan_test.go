@@ -60,6 +60,9 @@ func (h *planHost) plan(d time.Duration) string {
 	if !p.Next.IsZero() {
 		s += fmt.Sprintf(" next=%v", p.Next.Sub(h.at(0)))
 	}
+	if p.Fast {
+		s += " fast"
+	}
 	return s
 }
 
@@ -83,10 +86,12 @@ func sendAndWrite(t *testing.T, h *planHost, d time.Duration, msg hostmsg.Messag
 }
 
 // TestPlanSender follows the rings and reads a sender plans for a target
-// that runs sanlock-msg: a ring as soon as the message is on disk, reads
-// 50, 150, 300 and 450 ms after each ring, rings again 0.5, 1, 2 s later
-// and then every renewal interval of the target (2.5 s at io_timeout 1),
-// until the ack shows up in a read of the target's sector alone.
+// that runs sanlock-msg, with the default doorbell poll interval P (250
+// ms): a ring as soon as the message is on disk, reads 50, 100, 125 (P/2),
+// 250 (P) and 375 ms (3P/2) after each ring, rings again 0.5 s (2P), 1 and
+// 2 s later and then every renewal interval of the target (2.5 s at
+// io_timeout 1), until the ack shows up in a read of the target's sector
+// alone.
 func TestPlanSender(t *testing.T) {
 	h := newPlanHost(t, 1, 48)
 	h.m.ObserveArea(h.at(0), []hostmsg.Peer{h.peer(2, true, false, hostmsg.Payload{}), h.peer(3, false, false, hostmsg.Payload{})})
@@ -94,14 +99,14 @@ func TestPlanSender(t *testing.T) {
 	sendAndWrite(t, h, time.Second, hostmsg.Message{Targets: []uint64{2}, Code: leader.EventUser0})
 	s := time.Second
 	ms := time.Millisecond
-	wantPlan(t, h, s, "read=[] ring=[2] next=1.05s")
+	wantPlan(t, h, s, "read=[] ring=[2] next=1.05s fast")
 	h.m.Rang(h.at(s), []uint64{2}, nil)
-	wantPlan(t, h, s, "read=[] ring=[] next=1.05s")
-	// Reads 50, 150, 300 and 450 ms after the ring: each done when the
-	// target's sector (alone) is observed.
-	for _, r := range []time.Duration{1050 * ms, 1150 * ms, 1300 * ms, 1450 * ms} {
-		wantPlan(t, h, r-ms, fmt.Sprintf("read=[] ring=[] next=%v", r))
-		wantPlan(t, h, r, "read=[2] ring=[] next=1.5s")
+	wantPlan(t, h, s, "read=[] ring=[] next=1.05s fast")
+	// Reads after the ring: each done when the target's sector (alone) is
+	// observed.
+	for _, r := range []time.Duration{1050 * ms, 1100 * ms, 1125 * ms, 1250 * ms, 1375 * ms} {
+		wantPlan(t, h, r-ms, fmt.Sprintf("read=[] ring=[] next=%v fast", r))
+		wantPlan(t, h, r, "read=[2] ring=[] next=1.5s fast")
 		h.m.Observe(h.at(r), []hostmsg.Peer{h.peer(2, true, false, hostmsg.Payload{})})
 	}
 	// No ack yet: ring again 0.5 s after the first ring, then after 1 s,
@@ -109,17 +114,17 @@ func TestPlanSender(t *testing.T) {
 	// follow every ring. A failed ring is retried at the next one only.
 	rings := []time.Duration{1500 * ms, 2500 * ms, 4500 * ms, 7000 * ms, 9500 * ms}
 	for i, at := range rings {
-		wantPlan(t, h, at, "read=[] ring=[2] next="+fmt.Sprint(at+50*ms))
+		wantPlan(t, h, at, "read=[] ring=[2] next="+fmt.Sprint(at+50*ms)+fast(at))
 		var err error
 		if i == 1 {
 			err = errors.New("ring lost")
 		}
 		h.m.Rang(h.at(at), []uint64{2}, err)
-		for _, off := range []time.Duration{50 * ms, 150 * ms, 300 * ms, 450 * ms} {
+		for _, off := range []time.Duration{50 * ms, 100 * ms, 125 * ms, 250 * ms, 375 * ms} {
 			h.m.Observe(h.at(at+off), []hostmsg.Peer{h.peer(2, true, false, hostmsg.Payload{})})
 		}
 		if i+1 < len(rings) {
-			wantPlan(t, h, at+450*ms, fmt.Sprintf("read=[] ring=[] next=%v", rings[i+1]))
+			wantPlan(t, h, at+375*ms, fmt.Sprintf("read=[] ring=[] next=%v%s", rings[i+1], fast(at+375*ms)))
 		}
 	}
 	if st := h.m.RingStats(); st.RingsSent != 5 || st.RingFailures != 1 {
@@ -134,6 +139,15 @@ func TestPlanSender(t *testing.T) {
 		t.Fatalf("results %+v", rd.Results)
 	}
 	wantPlan(t, h, 10*s, "read=[] ring=[]")
+}
+
+// fast returns " fast" if at is within the active window (2 s) of the
+// send at 1 s.
+func fast(at time.Duration) string {
+	if at < 3*time.Second {
+		return " fast"
+	}
+	return ""
 }
 
 // TestPlanSenderNoAck: a plain sanlock target is never rung (it does not
@@ -152,26 +166,26 @@ func TestPlanSenderNoAck(t *testing.T) {
 			h := newPlanHost(t, 1, 48)
 			h.m.ObserveArea(h.at(0), []hostmsg.Peer{h.peer(2, tc.ours, false, hostmsg.Payload{})})
 			sendAndWrite(t, h, 0, hostmsg.Message{Targets: []uint64{2}, Code: tc.code})
-			wantPlan(t, h, 0, "read=[] ring="+tc.ring+" next=450ms")
+			wantPlan(t, h, 0, "read=[] ring="+tc.ring+" next=375ms fast")
 			h.m.Rang(h.at(0), []uint64{2}, nil)
-			wantPlan(t, h, 449*ms, "read=[] ring=[] next=450ms")
+			wantPlan(t, h, 374*ms, "read=[] ring=[] next=375ms fast")
 			next := " next=500ms" // the next ring
 			if !tc.ours {
 				next = ""
 			}
-			wantPlan(t, h, 450*ms, "read=[2] ring=[]"+next)
+			wantPlan(t, h, 375*ms, "read=[2] ring=[]"+next+" fast")
 			// It renews twice: done, delivered unacknowledged.
-			h.m.Observe(h.at(450*ms), []hostmsg.Peer{h.peer(2, tc.ours, true, hostmsg.Payload{})})
-			want := "read=[2] ring=[2] next=1.5s"
+			h.m.Observe(h.at(375*ms), []hostmsg.Peer{h.peer(2, tc.ours, true, hostmsg.Payload{})})
+			want := "read=[2] ring=[2] next=1.5s fast"
 			if !tc.ours {
-				want = "read=[2] ring=[]"
+				want = "read=[2] ring=[] fast"
 			}
-			wantPlan(t, h, 950*ms, want)
-			h.m.Observe(h.at(950*ms), []hostmsg.Peer{h.peer(2, tc.ours, true, hostmsg.Payload{})})
+			wantPlan(t, h, 875*ms, want)
+			h.m.Observe(h.at(875*ms), []hostmsg.Peer{h.peer(2, tc.ours, true, hostmsg.Payload{})})
 			if rd := h.m.Ready(); len(rd.Results) != 1 || rd.Results[0].Targets[0].Outcome != hostmsg.OutcomeUnacked {
 				t.Fatalf("results %+v", rd.Results)
 			}
-			wantPlan(t, h, 950*ms, "read=[] ring=[]")
+			wantPlan(t, h, 875*ms, "read=[] ring=[] fast")
 		})
 	}
 }
@@ -279,7 +293,7 @@ func TestObservePartial(t *testing.T) {
 	if rd := h.m.Ready(); len(rd.Results) != 0 || len(rd.Deliveries) != 0 {
 		t.Fatalf("after host 2's ack: %+v", rd)
 	}
-	if got := h.plan(1300 * time.Millisecond); got != "read=[3] ring=[] next=1.5s" {
+	if got := h.plan(1300 * time.Millisecond); got != "read=[3] ring=[] next=1.5s fast" {
 		t.Fatalf("plan %s: want only host 3, the target still waited for", got)
 	}
 	// Reads without host 3, and host 4's message again: nothing happens.

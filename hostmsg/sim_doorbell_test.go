@@ -29,6 +29,7 @@ type bells struct {
 // dbHost is a host's doorbell-mode schedule.
 type dbHost struct {
 	nextDB   time.Time
+	lastDB   time.Time // last doorbell poll
 	lastScan time.Time
 	last     RingStats // logged so far
 }
@@ -62,7 +63,11 @@ func (s *sim) stepDB(h *simHost) {
 		h.nextRen = now.Add(s.timeouts().RenewalInterval())
 	}
 	if !now.Before(h.db.nextDB) {
+		h.db.lastDB = now
 		h.db.nextDB = now.Add(s.bells.poll)
+		if h.m.Plan(now).Fast {
+			h.db.nextDB = now.Add(s.bells.poll / 5)
+		}
 		if s.rng.Float64() >= s.lostReads {
 			db, err := leader.DecodeDoorbell(s.bellSector(s.bellIndex(h.id)))
 			if err != nil {
@@ -100,6 +105,10 @@ func (s *sim) stepDB(h *simHost) {
 	}
 	s.ring(h, h.m.Plan(now).Ring)
 	plan = h.m.Plan(now)
+	if plan.Fast && h.db.lastDB.Add(s.bells.poll/5).Before(h.db.nextDB) {
+		// A conversation started: poll the doorbell five times as often.
+		h.db.nextDB = h.db.lastDB.Add(s.bells.poll / 5)
+	}
 	next := h.nextRen
 	if h.db.nextDB.Before(next) {
 		next = h.db.nextDB

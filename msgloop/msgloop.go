@@ -51,9 +51,15 @@ func Observe(m *hostmsg.Machine, now time.Time, v *delta.View) {
 	m.Observe(now, Peers(v))
 }
 
+// Doorbell feeds a poll of our doorbell to m, and the poll interval.
+func Doorbell(m *hostmsg.Machine, now time.Time, every time.Duration, db *leader.Doorbell, err error) {
+	m.SetPollInterval(every)
+	m.ObserveDoorbell(now, db, err)
+}
+
 // Plan converts the machine's plan for the loop.
 func Plan(p hostmsg.Plan) delta.Plan {
-	return delta.Plan{Read: p.Read, Scan: p.Scan, Ring: p.Ring, Next: p.Next}
+	return delta.Plan{Read: p.Read, Scan: p.Scan, Ring: p.Ring, Next: p.Next, Fast: p.Fast}
 }
 
 // Payload converts the machine's payload for the loop.
@@ -115,8 +121,8 @@ func (s *Messenger) Observe(now time.Time, v *delta.View) {
 }
 
 // Doorbell implements delta.Messenger.
-func (s *Messenger) Doorbell(now time.Time, db *leader.Doorbell, err error) {
-	s.m.ObserveDoorbell(now, db, err)
+func (s *Messenger) Doorbell(now time.Time, every time.Duration, db *leader.Doorbell, err error) {
+	Doorbell(s.m, now, every, db, err)
 }
 
 // Plan implements delta.Messenger.
