@@ -658,6 +658,12 @@ func (d *Daemon) lockspaceStatusLocked(m *member) callback.LockspaceStatus {
 	s.ReadBytes, s.WriteBytes, s.IOTimeouts, s.IOErrors = ls.IO.ReadBytes, ls.IO.WriteBytes, ls.IO.Timeouts, ls.IO.Errors
 	s.MaxReadSec, s.MaxWriteSec, s.PollSec = ls.IO.MaxRead.Seconds(), ls.IO.MaxWrite.Seconds(), ls.PollEvery.Seconds()
 	s.Messages = m.msg.status()
+	b := ls.Doorbell
+	s.Doorbell = &callback.DoorbellStatus{Index: b.Index, Polls: b.Polls, PollErrors: b.PollErrors, Bad: b.Bad, Foreign: b.Foreign,
+		RingsWritten: b.RingsWritten, RingsRefused: b.RingsRefused, Recreated: b.Recreated, RingErrors: b.RingErrors,
+		TargetedReads: b.TargetedReads, TargetedBytes: b.TargetedBytes, Scans: b.Scans}
+	rs := m.msg.ringStats()
+	s.Doorbell.RingsReceived, s.Doorbell.Gaps, s.Doorbell.TargetsRung = rs.RingsReceived, rs.Gaps, rs.RingsSent
 	if ls.Err != nil && s.Error == "" {
 		s.Error = ls.Err.Error()
 	}

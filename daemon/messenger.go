@@ -275,6 +275,16 @@ func (ms *messenger) status() *callback.MessageStatus {
 	return st
 }
 
+// ringStats returns the machine's doorbell counters.
+func (ms *messenger) ringStats() hostmsg.RingStats {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m == nil {
+		return hostmsg.RingStats{}
+	}
+	return ms.m.RingStats()
+}
+
 // lockspaceGone is called once a lockspace is forgotten, after its loop
 // has stopped.
 func (d *Daemon) lockspaceGone(m *member, reason string) {
