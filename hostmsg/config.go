@@ -24,8 +24,10 @@ type Config struct {
 	// table may evict it for another sender (the evicted sender is acked
 	// again later, so this trades latency, never correctness). Default 1 s.
 	AckHold time.Duration
-	// ActiveWindow keeps Busy true this long after the last delivery or
-	// send, so a conversation is polled at the fast rate. Default 2 s.
+	// ActiveWindow keeps Busy and Plan.Fast true this long after the last
+	// delivery or send (Plan.Fast at least four doorbell poll intervals),
+	// so the next message of a conversation is found at the fast doorbell
+	// poll. Default 2 s.
 	ActiveWindow time.Duration
 	// MaxOutbox bounds the number of queued sends. Default 1024.
 	MaxOutbox int

@@ -176,9 +176,9 @@ func (m *Machine) HasReady() bool {
 	return len(m.ready.Deliveries) > 0 || len(m.ready.Results) > 0 || m.ready.Reset != nil
 }
 
-// Busy reports whether the driver should poll at its fast rate: a message
-// is queued or in flight, a write is pending, or there was traffic within
-// ActiveWindow.
+// Busy reports whether messages are flowing: a message is queued or in
+// flight, a write is pending, or there was traffic within ActiveWindow.
+// (Drivers poll by Plan: its Fast and Next.)
 func (m *Machine) Busy(now time.Time) bool {
 	return m.cur != nil || len(m.outbox) > 0 || len(m.parked) > 0 || m.dirty() || now.Sub(m.lastActive) < m.cfg.ActiveWindow
 }
