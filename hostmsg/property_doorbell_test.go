@@ -16,9 +16,9 @@ import (
 // reach their target within 300 ms of reaching the disk, where renewals
 // alone (every 2.5 s here) would take 1.25 s on average.
 func TestRandomRunsDoorbells(t *testing.T) {
-	seeds := 400
+	seeds := 150 // each doorbell run steps more often than TestRandomRuns'
 	if testing.Short() {
-		seeds = 60
+		seeds = 30
 	}
 	msgs, rings, gaps := 0, int64(0), int64(0)
 	var lat []time.Duration

@@ -257,7 +257,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 // TestClusterLatency: two sanlock-msg hosts, host 1 and host 2, in an area
 // whose used part ends at host id highest, at io_timeout 1 and 10. Host 1
-// sends after ≥ 10 s of quiet, at random moments: host 2 finds each message
+// sends ten messages, each after ≥ 10 s of quiet, at random moments: host 2 finds each message
 // through its doorbell within one doorbell poll interval, without any read
 // of the area between its renewals, and host 1 sees the ack by reading only
 // host 2's sector. The same latency at 3 host ids as at max_hosts.
@@ -273,9 +273,10 @@ func TestClusterLatency(t *testing.T) {
 					a, b := c.join(1), c.join(2)
 					c.run(3 * io)
 					rng := rand.New(rand.NewSource(int64(highest) + int64(io)))
+					const msgs = 10
 					var oneWay, round []time.Duration
 					byRenewal := 0
-					for i := 0; i < 20; i++ {
+					for i := 0; i < msgs; i++ {
 						c.run(10*time.Second + time.Duration(rng.Intn(3000))*time.Millisecond)
 						sent := c.clk.Now()
 						seq := a.send(hostmsg.Message{Targets: []uint64{2}, Code: leader.EventUser0})
@@ -302,10 +303,10 @@ func TestClusterLatency(t *testing.T) {
 						}
 					}
 					poll := b.ls.Status().PollEvery
-					t.Logf("%s: doorbell poll %v; one-way p50 %v max %v; acked p50 %v max %v; %d of 20 found by a renewal first", name, poll,
-						percentile(oneWay, .5), percentile(oneWay, 1), percentile(round, .5), percentile(round, 1), byRenewal)
-					if byRenewal > int(20*poll/b.ls.Timeouts().RenewalInterval())+2 {
-						t.Errorf("%d of 20 messages found by a renewal read, not the doorbell", byRenewal)
+					t.Logf("%s: doorbell poll %v; one-way p50 %v max %v; acked p50 %v max %v; %d of %d found by a renewal first", name, poll,
+						percentile(oneWay, .5), percentile(oneWay, 1), percentile(round, .5), percentile(round, 1), byRenewal, msgs)
+					if byRenewal > int(msgs*poll/b.ls.Timeouts().RenewalInterval())+2 {
+						t.Errorf("%d of %d messages found by a renewal read, not the doorbell", byRenewal, msgs)
 					}
 					if max := percentile(oneWay, 1); max > poll+10*time.Millisecond {
 						t.Errorf("one-way max %v, more than a doorbell poll (%v)", max, poll)
@@ -355,7 +356,7 @@ func (c *cluster) sanlockRate() float64 {
 	return float64(c.geo.AlignSize) / delta.NewTimeouts(c.io, 0).RenewalInterval().Seconds()
 }
 
-// TestClusterBusyBudget: host 1 sends to host 2 back to back for ten
+// TestClusterBusyBudget: host 1 sends to host 2 back to back for five
 // renewal intervals, on an area used up to max_hosts. Each message costs
 // both hosts a few sectors on top of their idle reads (the sender reads
 // its sector before writing, the doorbell it rings, and the target until
@@ -374,7 +375,7 @@ func TestClusterBusyBudget(t *testing.T) {
 				c.run(3 * io)
 				ri := a.ls.Timeouts().RenewalInterval()
 				from := c.clk.Now()
-				end := from.Add(10 * ri)
+				end := from.Add(5 * ri)
 				sent := 0
 				for c.clk.Now().Before(end) {
 					if a.m.Machine().Pending() == 0 {
@@ -421,7 +422,7 @@ func TestClusterBusyBudget(t *testing.T) {
 }
 
 // TestClusterManySenders: 50 hosts send to one host at the same moment,
-// three times: the doorbell overflows (30 rings in a 512-byte sector) and
+// twice: the doorbell overflows (30 rings in a 512-byte sector) and
 // ringers race, yet every message is delivered once, in order, and acked.
 func TestClusterManySenders(t *testing.T) {
 	c := newCluster(t, 512, leader.MiB, time.Second)
@@ -430,7 +431,7 @@ func TestClusterManySenders(t *testing.T) {
 		hosts = append(hosts, c.join(id))
 	}
 	c.run(5 * time.Second)
-	for round := 0; round < 3; round++ {
+	for round := 0; round < 2; round++ {
 		for _, h := range hosts[1:] {
 			h.send(hostmsg.Message{Targets: []uint64{1}, Code: leader.EventUser0})
 		}
@@ -451,8 +452,8 @@ func TestClusterManySenders(t *testing.T) {
 		got[d.From] = append(got[d.From], d.Seq)
 	}
 	for _, h := range hosts[1:] {
-		if fmt.Sprint(got[h.id]) != "[1 2 3]" {
-			t.Errorf("from host %d: delivered %v, want [1 2 3]", h.id, got[h.id])
+		if fmt.Sprint(got[h.id]) != "[1 2]" {
+			t.Errorf("from host %d: delivered %v, want [1 2]", h.id, got[h.id])
 		}
 		for _, r := range h.done {
 			if r.Err() != nil {
