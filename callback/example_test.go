@@ -50,6 +50,9 @@ func ExampleClient_HostStatus() {
 	for _, h := range hosts {
 		fmt.Println(h.HostID, h.Generation, h.State, h.Runs, h.HostName)
 	}
+	// Output:
+	// 1 1 LIVE sanlock-msg example-1
+	// 2 1 LIVE sanlock-msg example-2
 }
 
 // Stop a daemon, waiting until its process is gone.
@@ -68,8 +71,52 @@ func ExampleClient_Shutdown() {
 	}
 }
 
-// Send an application message to host 3 and wait until it is acked.
+// Read the daemon's status: its watchdog and the lockspaces it holds.
+func ExampleClient_Status() {
+	ctx := context.Background()
+	c, err := callback.Dial(ctx, callback.ResolveRunDir("", os.Getenv))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("watchdog:", st.Watchdog.Device)
+	for _, ls := range st.Lockspaces {
+		fmt.Printf("%s: host %d, %s\n", ls.Name, ls.HostID, ls.State) // ls.Health: ok, late, warn...
+	}
+	// Output:
+	// watchdog: none
+	// LS: host 1, joined
+}
+
+// Send an application message to host 2 without waiting: Send returns
+// once the daemon has queued it.
 func ExampleClient_Send() {
+	ctx := context.Background()
+	c, err := callback.Dial(ctx, callback.ResolveRunDir("", os.Getenv))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	r, err := c.Send(ctx, callback.SendRequest{
+		Lockspace: "LS",
+		Targets:   []uint64{2},
+		Code:      leader.EventUser0, // "user0"; leader.ParseCodes parses names
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("queued:", r.Seq > 0, "done:", r.Done)
+	// Output:
+	// queued: true done: false
+}
+
+// Send a message to host 2 and wait until it is acked, with the outcome
+// for each target.
+func ExampleClient_Send_wait() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c, err := callback.Dial(ctx, callback.ResolveRunDir("", os.Getenv))
@@ -80,8 +127,8 @@ func ExampleClient_Send() {
 	data := uint64(42)
 	r, err := c.Send(ctx, callback.SendRequest{
 		Lockspace: "LS",
-		Targets:   []uint64{3},
-		Code:      leader.EventUser0, // "user0"; leader.ParseCodes parses names
+		Targets:   []uint64{2},
+		Code:      leader.EventUser0,
 		Data:      &data,
 		Wait:      true,
 	})
@@ -94,18 +141,22 @@ func ExampleClient_Send() {
 		log.Fatal(err)
 	}
 	for _, t := range r.Targets {
-		fmt.Println("seq", r.Seq, "host", t.HostID, t.Outcome, t.Status) // e.g. acked delivered
+		fmt.Println("host", t.HostID, t.Outcome, t.Status) // e.g. acked delivered
 	}
 	if !r.OK {
 		log.Fatal(r.Error) // no-listener, timeout, target-dead, ...
 	}
+	// Output:
+	// host 2 acked delivered
 }
 
 // Receive the messages of a lockspace in an event loop that polls the
-// registration's file descriptor, as VM managers poll sanlock's.
+// registration's file descriptor, as VM managers poll sanlock's. Here host
+// 2 answers a "user15" message with a "user14" one carrying the same data.
 func ExampleRegister() {
 	ctx := context.Background()
-	reg, err := callback.Register(ctx, callback.ResolveRunDir("", os.Getenv), "LS")
+	runDir := callback.ResolveRunDir("", os.Getenv)
+	reg, err := callback.Register(ctx, runDir, "LS")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -114,11 +165,24 @@ func ExampleRegister() {
 	if err != nil {
 		log.Fatal(err)
 	}
+
+	// Ask host 2 for an answer.
+	c, err := callback.Dial(ctx, runDir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	data := uint64(7)
+	if _, err := c.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2},
+		Code: leader.EventUser0 << 15, Data: &data, Wait: true}); err != nil {
+		log.Fatal(err)
+	}
+
 	for {
 		if !reg.Buffered() {
 			// Other fds of the event loop would go in this set too.
 			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if _, err := unix.Poll(fds, -1); err != nil && !errors.Is(err, unix.EINTR) {
+			if _, err := unix.Poll(fds, 60_000); err != nil && !errors.Is(err, unix.EINTR) {
 				log.Fatal(err)
 			}
 			if fds[0].Revents == 0 {
@@ -133,12 +197,16 @@ func ExampleRegister() {
 		}
 		switch rec.Type {
 		case callback.RecordMessage:
-			fmt.Printf("from host %d generation %d: seq %d code %v data %d\n",
-				rec.FromHostID, rec.FromGeneration, rec.Seq, rec.Codes, rec.Data)
+			fmt.Printf("from host %d generation %d: code %v data %d\n",
+				rec.FromHostID, rec.FromGeneration, rec.Codes, rec.Data)
+			return
 		case callback.RecordOverflow:
 			fmt.Println(rec.Dropped, "messages lost: read faster")
 		case callback.RecordEnd:
 			fmt.Println("registration ended:", rec.Reason)
+			return
 		}
 	}
+	// Output:
+	// from host 2 generation 1: code [user14] data 7
 }

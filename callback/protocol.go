@@ -174,12 +174,37 @@ type LockspaceStatus struct {
 	IOErrors    int64     `json:"io_errors"`
 	MaxReadSec  float64   `json:"max_read_sec"`
 	MaxWriteSec float64   `json:"max_write_sec"`
+	// IOReads and IOWrites count the completed device calls; ReadSec and
+	// WriteSec are the sums of their latencies (mean latency = ReadSec /
+	// IOReads); LastReadSec and LastWriteSec the latest ones.
+	IOReads      int64   `json:"io_reads"`
+	IOWrites     int64   `json:"io_writes"`
+	ReadSec      float64 `json:"read_sec"`
+	WriteSec     float64 `json:"write_sec"`
+	LastReadSec  float64 `json:"last_read_sec"`
+	LastWriteSec float64 `json:"last_write_sec"`
 	// PollSec is the doorbell poll interval (0: renewals only).
 	PollSec float64 `json:"poll_interval_sec"`
 	// Doorbell is the doorbell side (nil while joining).
 	Doorbell *DoorbellStatus `json:"doorbell,omitempty"`
 	// Messages is the message side (nil while joining).
 	Messages *MessageStatus `json:"messages,omitempty"`
+	// Wait is what the lockspace is waiting for right now, if anything:
+	// while joining, the acquire's waits (the previous owner's host_dead
+	// when the host id was last written under another host name, then the
+	// wait before the verify read).
+	Wait *WaitStatus `json:"wait,omitempty"`
+}
+
+// WaitStatus is a wait in progress: why, and until when. Clients poll the
+// status op to show it (sanlock-msg add-lockspace does).
+type WaitStatus struct {
+	// Reason says what the wait is for, in words.
+	Reason string `json:"reason"`
+	// Until is when the wait ends, on the daemon's wall clock.
+	Until time.Time `json:"until"`
+	// LeftSec is the time left when the status was taken, in seconds.
+	LeftSec float64 `json:"left_sec"`
 }
 
 // DoorbellStatus counts a lockspace's doorbell I/O: the polls of our
@@ -309,6 +334,10 @@ type MessageStatus struct {
 	AckDeferred  int64 `json:"ack_deferred"`
 	// Overflows counts records dropped for slow listeners.
 	Overflows int `json:"overflows"`
+	// TargetOutcomes counts finished sends per target by how they ended:
+	// "acked/STATUS" (acked/delivered, acked/no-listener, ...) or the
+	// outcome (timeout, target-dead, delivered-unacknowledged, ...).
+	TargetOutcomes map[string]int64 `json:"target_outcomes,omitempty"`
 }
 
 // Record types.

@@ -138,6 +138,9 @@ type member struct {
 	ls    *delta.Lockspace
 	dev   delta.Device
 	err   error // why the lockspace failed
+	// wait is the join's current wait (delta.Config.OnAcquireWait).
+	waitWhy   string
+	waitUntil time.Time
 
 	msg *messenger // the message side; set before the join starts
 }
@@ -480,6 +483,11 @@ func (d *Daemon) join(ctx context.Context, m *member) {
 					d.keeper.SetExpiry(name, ev.Expiry)
 				}
 			},
+			OnAcquireWait: func(why string, until time.Time) {
+				d.mu.Lock()
+				m.waitWhy, m.waitUntil = why, until
+				d.mu.Unlock()
+			},
 		}
 		if d.cfg.Lockspace != nil {
 			d.cfg.Lockspace(&cfg)
@@ -646,10 +654,13 @@ func (d *Daemon) lockspaceStatusLocked(m *member) callback.LockspaceStatus {
 	if m.err != nil {
 		s.Error = m.err.Error()
 	}
+	now := d.clk.Now()
+	if m.state == callback.StateJoining && m.waitUntil.After(now) {
+		s.Wait = &callback.WaitStatus{Reason: m.waitWhy, Until: m.waitUntil, LeftSec: m.waitUntil.Sub(now).Seconds()}
+	}
 	if m.ls == nil {
 		return s
 	}
-	now := d.clk.Now()
 	ls := m.ls.Status()
 	s.Generation, s.Health = ls.Generation, string(ls.Health)
 	s.SectorSize, s.AlignSize, s.MaxHosts = ls.SectorSize, ls.AlignSize, ls.MaxHosts
@@ -657,6 +668,8 @@ func (d *Daemon) lockspaceStatusLocked(m *member) callback.LockspaceStatus {
 	s.Renewals, s.RenewFails, s.Reads, s.FullScans, s.Writes = ls.Renewals, ls.RenewFails, ls.Reads, ls.FullScans, ls.Writes
 	s.ReadBytes, s.WriteBytes, s.IOTimeouts, s.IOErrors = ls.IO.ReadBytes, ls.IO.WriteBytes, ls.IO.Timeouts, ls.IO.Errors
 	s.MaxReadSec, s.MaxWriteSec, s.PollSec = ls.IO.MaxRead.Seconds(), ls.IO.MaxWrite.Seconds(), ls.PollEvery.Seconds()
+	s.IOReads, s.IOWrites, s.ReadSec, s.WriteSec = ls.IO.Reads, ls.IO.Writes, ls.IO.ReadTime.Seconds(), ls.IO.WriteTime.Seconds()
+	s.LastReadSec, s.LastWriteSec = ls.IO.LastRead.Seconds(), ls.IO.LastWrite.Seconds()
 	s.Messages = m.msg.status()
 	b := ls.Doorbell
 	s.Doorbell = &callback.DoorbellStatus{Index: b.Index, Polls: b.Polls, PollErrors: b.PollErrors, Bad: b.Bad, Foreign: b.Foreign,

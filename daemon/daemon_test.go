@@ -54,6 +54,10 @@ func TestDaemon_addStatusRem(t *testing.T) {
 	if s.Health != "ok" || s.Renewals < 2 || s.RenewFails != 0 || s.LastRenewalAge > 3 || s.Writes < 2 || s.ReadBytes == 0 {
 		t.Errorf("got lockspace status %+v, want healthy with >= 2 renewals", s)
 	}
+	if s.IOReads < s.Reads || s.IOWrites < s.Writes || s.ReadSec <= 0 || s.WriteSec <= 0 ||
+		s.LastReadSec > s.MaxReadSec || s.LastWriteSec > s.MaxWriteSec || s.ReadSec < s.MaxReadSec {
+		t.Errorf("got I/O latency counters %+v, want every read and write counted with its latency", s)
+	}
 	if got, want := s.Expiry.Sub(s.LastRenewal), 8*time.Second; got != want {
 		t.Errorf("expiry - last renewal = %v, want %v", got, want)
 	}
@@ -221,11 +225,20 @@ func TestDaemon_busy(t *testing.T) {
 		cl := c.dial(t)
 		waitState(t, cl, "LS", callback.StateJoining)
 		time.Sleep(500 * time.Millisecond) // into the acquire wait
+		// status says what the join waits for, and until when.
+		st, err := cl.Status(ctx)
+		if err != nil || len(st.Lockspaces) != 1 {
+			t.Fatalf("status while joining: %+v, %v", st, err)
+		}
+		if w := st.Lockspaces[0].Wait; w == nil || !strings.Contains(w.Reason, `"host-a" generation 1`) ||
+			w.LeftSec <= 0 || w.LeftSec > 9 || w.Until.Before(time.Now()) {
+			t.Errorf("status while joining has wait %+v, want host-a's lease watched for up to 9 s", w)
+		}
 		if _, err := cl.RemLockspace(ctx, "LS"); err != nil {
 			t.Fatal(err)
 		}
 		wantCode(t, <-errc, callback.ErrCancelled, callback.CodeCancelled)
-		st, err := cl.Status(ctx)
+		st, err = cl.Status(ctx)
 		if err != nil || len(st.Lockspaces) != 0 {
 			t.Fatalf("status after cancel: %+v, %v", st, err)
 		}

@@ -160,6 +160,8 @@ func TestMessages_sendWait(t *testing.T) {
 
 	if m := messages(t, p.ca); m.Sent != n || m.SendOK != n || m.SendFailed != 0 || m.Pending != 0 || m.Delivered != 0 {
 		t.Errorf("sender's counters %+v, want %d sent and OK", m, n)
+	} else if len(m.TargetOutcomes) != 1 || m.TargetOutcomes["acked/delivered"] != n {
+		t.Errorf("sender's target outcomes %v, want %d acked/delivered", m.TargetOutcomes, n)
 	}
 	if m := messages(t, p.cb); m.Delivered != n || m.NoListener != 0 || m.Listeners != 1 || m.Overflows != 0 || m.BadExt != 0 {
 		t.Errorf("receiver's counters %+v, want %d delivered", m, n)
@@ -190,6 +192,8 @@ func TestMessages_noListener(t *testing.T) {
 	}
 	if m := messages(t, p.cb); m.SendFailed != 1 || m.SendOK != 0 {
 		t.Errorf("sender's counters %+v, want 1 failed send", m)
+	} else if len(m.TargetOutcomes) != 1 || m.TargetOutcomes["acked/no-listener"] != 1 {
+		t.Errorf("sender's target outcomes %v, want 1 acked/no-listener", m.TargetOutcomes)
 	}
 }
 

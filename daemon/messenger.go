@@ -36,6 +36,7 @@ type messenger struct {
 	waiters  map[uint64]chan hostmsg.Result
 	fireSoon func() // set once a reset is accepted, until called
 	stopped  bool
+	outcomes map[string]int64 // finished sends per target outcome (MessageStatus.TargetOutcomes)
 }
 
 var _ delta.Messenger = (*messenger)(nil)
@@ -159,6 +160,7 @@ func (ms *messenger) dispatchLocked(now time.Time, rd hostmsg.Ready) {
 		}
 	}
 	for _, res := range rd.Results {
+		ms.countOutcomesLocked(res)
 		if ch, ok := ms.waiters[res.Seq]; ok {
 			ch <- res // buffered: never blocks
 			delete(ms.waiters, res.Seq)
@@ -171,6 +173,21 @@ func (ms *messenger) dispatchLocked(now time.Time, rd hostmsg.Ready) {
 	}
 	if rd.Reset != nil {
 		ms.resetLocked(*rd.Reset)
+	}
+}
+
+// countOutcomesLocked counts how res ended for each target. Callers hold
+// mu.
+func (ms *messenger) countOutcomesLocked(res hostmsg.Result) {
+	if ms.outcomes == nil {
+		ms.outcomes = make(map[string]int64)
+	}
+	for _, t := range res.Targets {
+		key := t.Outcome.String()
+		if t.Outcome == hostmsg.OutcomeAcked {
+			key += "/" + t.Status.String()
+		}
+		ms.outcomes[key]++
 	}
 }
 
@@ -271,6 +288,12 @@ func (ms *messenger) status() *callback.MessageStatus {
 	}
 	for r := range ms.regs {
 		st.Overflows += r.overflows()
+	}
+	if len(ms.outcomes) > 0 {
+		st.TargetOutcomes = make(map[string]int64, len(ms.outcomes))
+		for k, v := range ms.outcomes {
+			st.TargetOutcomes[k] = v
+		}
 	}
 	return st
 }

@@ -22,7 +22,10 @@ const (
 	// transfer.
 	FaultShort
 	// FaultTorn writes only the first Bytes bytes of the request, then
-	// fails with EIO, like a write cut by power loss.
+	// fails with EIO, like a write cut by power loss. With a Delay, the
+	// rest lands Delay later and the write then succeeds: readers in
+	// between see the sector torn, as on storage that does not write a
+	// sector atomically.
 	FaultTorn
 	// FaultCorrupt flips the byte at request offset Bytes in the data read
 	// (reads) or stored (writes); the I/O itself succeeds.
@@ -43,7 +46,8 @@ type Fault struct {
 	Count int
 	// Bytes parametrises FaultShort, FaultTorn and FaultCorrupt.
 	Bytes int
-	// Delay is FaultDelay's sleep.
+	// Delay is FaultDelay's sleep, or how long a FaultTorn write stays
+	// torn before it completes.
 	Delay time.Duration
 }
 
@@ -188,6 +192,10 @@ func (d *FaultDevice) WriteAt(p []byte, off int64) (int, error) {
 		copy(cur, p[:k])
 		if _, err := d.Device.WriteAt(cur, off); err != nil {
 			return 0, err
+		}
+		if f.Kind == FaultTorn && f.Delay > 0 {
+			time.Sleep(f.Delay)
+			return d.Device.WriteAt(p, off)
 		}
 		if f.Kind == FaultTorn {
 			return k, syscall.EIO

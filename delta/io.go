@@ -48,6 +48,7 @@ type IOStats struct {
 	Timeouts, Errors        int64         // calls that timed out / failed
 	LastRead, LastWrite     time.Duration // latency of the last completed call
 	MaxRead, MaxWrite       time.Duration // worst latency seen
+	ReadTime, WriteTime     time.Duration // sum of the latencies of completed calls
 	Stuck                   int           // timed-out calls still outstanding
 	StuckWrites             int           // of which writes
 	LastReadAt, LastWriteAt time.Time     // when the last call completed
@@ -215,12 +216,14 @@ func (o *IO) account(op string, n int, lat time.Duration, err error) {
 		o.stats.ReadBytes += int64(n)
 		o.stats.LastRead = lat
 		o.stats.MaxRead = max(o.stats.MaxRead, lat)
+		o.stats.ReadTime += lat
 		o.stats.LastReadAt = now
 	} else {
 		o.stats.Writes++
 		o.stats.WriteBytes += int64(n)
 		o.stats.LastWrite = lat
 		o.stats.MaxWrite = max(o.stats.MaxWrite, lat)
+		o.stats.WriteTime += lat
 		o.stats.LastWriteAt = now
 	}
 }

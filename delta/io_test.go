@@ -103,6 +103,25 @@ func TestFaultKinds(t *testing.T) {
 	if got[99] != 0xEE || got[100] != 0 {
 		t.Fatalf("torn write stored %x %x", got[99], got[100])
 	}
+	// A torn write with a Delay shows the tear to readers, then
+	// completes.
+	fd.Inject(Fault{Kind: FaultTorn, Op: "write", Off: 1024, Bytes: 200, Delay: 200 * time.Millisecond, Count: 1})
+	done := make(chan error, 1)
+	go func() { done <- o.Write(ctx, 1024, full, time.Second) }()
+	for deadline := time.Now().Add(5 * time.Second); mem.Bytes(1024, 512)[199] != 0xEE; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("torn write with a delay: the prefix did not land")
+		}
+	}
+	if got := mem.Bytes(1024, 512); got[200] != 0 {
+		t.Fatalf("torn write with a delay: byte 200 is %x before the delay ended", got[200])
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("torn write with a delay: %v", err)
+	}
+	if got := mem.Bytes(1024, 512); got[511] != 0xEE {
+		t.Fatalf("torn write with a delay did not complete: byte 511 is %x", got[511])
+	}
 	fd.Inject(Fault{Kind: FaultCorrupt, Op: "read", Bytes: 5, Count: 1})
 	b, err := o.Read(ctx, 0, 512, time.Second)
 	if err != nil || b[5] != 0xEE^0xA5 {

@@ -66,6 +66,10 @@ type Config struct {
 	// OnRenewal, if set, is called from the loop after every renewal
 	// attempt; it must not block.
 	OnRenewal func(RenewalEvent)
+	// OnAcquireWait, if set, is called by Join (or Step) each time the
+	// acquire starts a wait with no I/O (Step.Why and Step.Until), so that a caller can
+	// show what a long join waits for; it must not block.
+	OnAcquireWait func(why string, until time.Time)
 	// TimestampBase, if non-zero, replaces CLOCK_MONOTONIC seconds at Join
 	// as the base of the on-disk timestamps (tests).
 	TimestampBase uint64
@@ -401,6 +405,9 @@ func (ls *Lockspace) stepAcquire(ctx context.Context) (time.Time, error) {
 				if !q.logged {
 					q.logged = true
 					ls.log.Info("acquire: waiting", "reason", q.step.Why, "until", q.step.Until.Sub(now).Round(time.Millisecond))
+					if ls.cfg.OnAcquireWait != nil {
+						ls.cfg.OnAcquireWait(q.step.Why, q.step.Until)
+					}
 				}
 				return q.step.Until, ctx.Err()
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -326,11 +327,29 @@ func TestLockspaceCrash(t *testing.T) {
 
 	// Dead: a host with another name takes host id 1 after the acquire
 	// wait, with the next generation.
-	g := n.startJoin(Config{HostID: 1, HostName: "gamma", IOTimeout: 1 * time.Second}, false)
+	// OnAcquireWait tells what the join waits for, and until when.
+	type wait struct {
+		why   string
+		until time.Time
+	}
+	var waitsMu sync.Mutex
+	var waits []wait
+	g := n.startJoin(Config{HostID: 1, HostName: "gamma", IOTimeout: 1 * time.Second,
+		OnAcquireWait: func(why string, until time.Time) {
+			waitsMu.Lock()
+			defer waitsMu.Unlock()
+			waits = append(waits, wait{why, until})
+		}}, false)
 	n.runWhile(func() bool { return g.joining })
 	if g.joinErr != nil {
 		t.Fatal(g.joinErr)
 	}
+	waitsMu.Lock()
+	if len(waits) != 2 || !strings.Contains(waits[0].why, `"alpha"`) || waits[0].until.Sub(g.joinStart) != 68*time.Second ||
+		!strings.Contains(waits[1].why, "verify") || waits[1].until.Sub(g.joinStart) != 70*time.Second {
+		t.Errorf("OnAcquireWait got %+v, want the 68s wait for alpha's lease, then the verify wait until 70s", waits)
+	}
+	waitsMu.Unlock()
 	if d := g.joinEnd.Sub(g.joinStart); d != 70*time.Second {
 		t.Errorf("takeover took %v, want 68s + 2s", d)
 	}

@@ -4,7 +4,10 @@
 //
 // The tests run the sanlock-msg binary (built once by testimg.Binary) and
 // real `sanlock direct` commands and daemons (testimg.StartSanlock), on
-// image files and on loop devices with 512- and 4096-byte logical sectors.
+// image files and on loop devices with 512- and 4096-byte logical sectors,
+// and on a FUSE disk that injects hangs, EIO, slow I/O and torn writes
+// (testimg/faultdisk; faults_test.go, whose -faults.long flag runs every
+// variant).
 // They need root for the loop devices; on a laptop without root or without
 // the sanlock packages they skip, and under CI=true they fail instead.
 //

@@ -551,9 +551,10 @@ func TestMessages_badInput(t *testing.T) {
 	})
 }
 
-// TestMessages_pythonListener: docs/listen.py, the stdlib-only example,
-// registers, prints a message sent meanwhile, and exits 0 on the end
-// record when the lockspace is removed.
+// TestMessages_pythonListener: `python3 -m sanlock_msg listen` (the
+// stdlib-only Python client, from the source tree) registers, prints a
+// message sent meanwhile, and exits 0 on the end record when the lockspace
+// is removed.
 func TestMessages_pythonListener(t *testing.T) {
 	t.Parallel()
 	if _, err := os.Stat(testimg.Python); err != nil && testimg.InCI() {
@@ -563,7 +564,9 @@ func TestMessages_pythonListener(t *testing.T) {
 	}
 	_, ds := msgCluster(t, "py", 2)
 	a, b := ds[0], ds[1]
-	py := startProc(t, exec.Command(testimg.Python, "../docs/listen.py", b.runDir, "LS"))
+	cmd := exec.Command(testimg.Python, "-m", "sanlock_msg", "listen", "--run-dir", b.runDir, "LS")
+	cmd.Env = append(os.Environ(), "PYTHONPATH=../python", "PYTHONUNBUFFERED=1")
+	py := startProc(t, cmd)
 	if l := py.next(t, 10*time.Second); l != "registered for lockspace LS" {
 		t.Fatalf("first line %q", l)
 	}
@@ -579,6 +582,6 @@ func TestMessages_pythonListener(t *testing.T) {
 		t.Errorf("after rem-lockspace: got %q, want the end record", l)
 	}
 	if rest, err := py.wait(); err != nil || len(rest) != 0 {
-		t.Errorf("listen.py then printed %q and exited with %v; want exit 0 (stderr %s)", rest, err, py.stderr())
+		t.Errorf("python3 -m sanlock_msg listen then printed %q and exited with %v; want exit 0 (stderr %s)", rest, err, py.stderr())
 	}
 }

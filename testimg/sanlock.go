@@ -45,7 +45,7 @@ func RequireSanlock(t testing.TB) {
 		}
 	})
 	if sanlockErr != nil {
-		unavailable(t, "%v", sanlockErr)
+		Unavailable(t, "%v", sanlockErr)
 	}
 }
 

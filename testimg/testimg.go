@@ -39,8 +39,11 @@ import (
 // prerequisites fail tests instead of skipping them.
 func InCI() bool { return os.Getenv("CI") == "true" }
 
-// unavailable skips t with the reason, or fails it under CI=true.
-func unavailable(t testing.TB, format string, args ...any) {
+// Unavailable skips t with the reason, or fails it under CI=true: the
+// rule for every missing prerequisite (root, loop devices, /dev/fuse, the
+// sanlock packages). Helpers in other packages (testimg/faultdisk) use it
+// too.
+func Unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if InCI() {
@@ -70,7 +73,7 @@ func File(t testing.TB, size int64) string {
 			return path
 		}
 	}
-	unavailable(t, "testimg: no directory accepts O_DIRECT: %v; %v", err, err2)
+	Unavailable(t, "testimg: no directory accepts O_DIRECT: %v; %v", err, err2)
 	return ""
 }
 
@@ -103,17 +106,17 @@ func sparseFile(path string, size int64) error {
 func Loop(t testing.TB, path string, sectorSize int) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		unavailable(t, "testimg: loop devices need root")
+		Unavailable(t, "testimg: loop devices need root")
 	}
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		unavailable(t, "testimg: no loop device support: %v", err)
+		Unavailable(t, "testimg: no loop device support: %v", err)
 	}
 	if _, err := exec.LookPath("losetup"); err != nil {
-		unavailable(t, "testimg: losetup not installed: %v", err)
+		Unavailable(t, "testimg: losetup not installed: %v", err)
 	}
 	out, err := exec.Command("losetup", "-f", "--show", "--sector-size", fmt.Sprint(sectorSize), path).CombinedOutput()
 	if err != nil {
-		unavailable(t, "testimg: losetup --sector-size %d %s: %v: %s", sectorSize, path, err, strings.TrimSpace(string(out)))
+		Unavailable(t, "testimg: losetup --sector-size %d %s: %v: %s", sectorSize, path, err, strings.TrimSpace(string(out)))
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() {

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -28,6 +30,22 @@ type verb struct {
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// term reports whether stderr is a terminal, and its width; nil means
+	// not a terminal (tests). Long waits draw a progress line there.
+	term func() (width int, ok bool)
+}
+
+// stderrTerm is env.term for the process's real stderr: a terminal if it
+// answers TCGETS, 80 columns wide if it does not say.
+func stderrTerm() (int, bool) {
+	fd := int(os.Stderr.Fd())
+	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+		return 0, false
+	}
+	if ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ); err == nil && ws.Col > 0 {
+		return int(ws.Col), true
+	}
+	return 80, true
 }
 
 func verbs() map[string]verb {
@@ -46,12 +64,13 @@ func verbs() map[string]verb {
 		"listen":        {"print the messages that arrive for a lockspace", runListen},
 		"reset":         {"fence a host: WD_RESET, wait for RESETTING, watch it die", runReset},
 		"timeouts":      {"print every timeout derived from io_timeout and the watchdog timeout", runTimeouts},
+		"metrics":       {"print the daemon's counters for Prometheus (node_exporter textfile)", runMetrics},
 	}
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
+	code := run(ctx, os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, term: stderrTerm})
 	stop()
 	os.Exit(code)
 }

@@ -19,6 +19,10 @@ if the host id was last written under another host name. A host id that
 is still renewed by a live host is never taken: the command then fails
 with "host_id N held by live host".
 
+While it waits, the command says what for: on a terminal, one progress
+line on stderr with a countdown; otherwise one line on stderr when a wait
+of more than 2 seconds starts (after the first second).
+
 Exit status: 0 joined; 1 failed (busy, not a lockspace, name mismatch,
 already added, permission, no daemon); 2 usage.`
 
@@ -54,7 +58,9 @@ func runAddLockspace(ctx context.Context, e *env, args []string) int {
 	}
 	defer cl.Close()
 	start := time.Now()
+	ww := watchWait(ctx, e, "add-lockspace", joinWait(e, *runDir, sp.Name, sp.HostID))
 	ls, err := cl.AddLockspace(ctx, sp.String(), callback.AddOptions{IOTimeout: time.Duration(*io) * time.Second, HostName: *hostName})
+	ww.stop()
 	if err != nil {
 		return fail(e, "add-lockspace", err)
 	}
@@ -64,4 +70,34 @@ func runAddLockspace(ctx context.Context, e *env, args []string) int {
 	fmt.Fprintf(e.stdout, "add_lockspace %s done: generation %d, host name %s, took %.1fs\n",
 		sp, ls.Generation, ls.HostName, time.Since(start).Seconds())
 	return exitOK
+}
+
+// joinWait polls the daemon's status, on a connection of its own, for what
+// the join of lockspace name waits for.
+func joinWait(e *env, runDir, name string, hostID uint64) waitPoll {
+	var cl *callback.Client
+	return func(ctx context.Context) (waitInfo, bool) {
+		if cl == nil {
+			var err error
+			if cl, err = dialDaemon(ctx, e, runDir); err != nil {
+				cl = nil
+				return waitInfo{}, false
+			}
+			context.AfterFunc(ctx, func() { cl.Close() })
+		}
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return waitInfo{}, false
+		}
+		for _, ls := range st.Lockspaces {
+			if ls.Name != name || ls.State != callback.StateJoining {
+				continue
+			}
+			if ls.Wait != nil {
+				return waitInfo{What: ls.Wait.Reason, Until: ls.Wait.Until}, true
+			}
+			return waitInfo{What: fmt.Sprintf("joining lockspace %s as host %d", name, hostID)}, true
+		}
+		return waitInfo{}, false
+	}
 }

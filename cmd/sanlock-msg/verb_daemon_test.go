@@ -102,6 +102,19 @@ func TestDaemonVerbs(t *testing.T) {
 		t.Errorf("host-status: exit %d:\n%s", st, out)
 	}
 
+	out, errOut, st = runCmd(t, "metrics", "--run-dir", runDir)
+	for _, want := range []string{"\nsanlock_msg_up 1\n", "\nsanlock_msg_host_id{lockspace=\"LS\"} 2\n",
+		"\nsanlock_msg_lockspace_state{lockspace=\"LS\",state=\"joined\"} 1\n", "\nsanlock_msg_hosts{lockspace=\"LS\",state=\"LIVE\"} 1\n",
+		"\n# TYPE sanlock_msg_renewals_total counter\n"} {
+		if st != 0 || !strings.Contains(out, want) {
+			t.Errorf("metrics: exit %d, %s; want %q in:\n%s", st, errOut, want, out)
+		}
+	}
+	out, errOut, st = runCmd(t, "metrics", "--run-dir", filepath.Join(t.TempDir(), "none"))
+	if st != 1 || !strings.HasSuffix(out, "\nsanlock_msg_up 0\n") || !strings.Contains(errOut, "no daemon") {
+		t.Errorf("metrics without a daemon: exit %d, %q, %q; want 1 and sanlock_msg_up 0", st, out, errOut)
+	}
+
 	// Failures and usage errors.
 	tests := []struct {
 		name string

@@ -33,7 +33,11 @@ target that cannot be fenced (no watchdog, refused, not live, no answer)
 also exits 1.
 
 Storage-based fencing needs the target to still reach the storage; it
-complements power fencing, it does not replace it. Needs root.`
+complements power fencing, it does not replace it. Needs root.
+
+While it waits (for the acceptance, for the renewals to stop, for DEAD),
+it says what for on stderr: a progress line with a countdown on a
+terminal, else one line when each wait of more than 2 seconds starts.`
 
 // resetStep is one line of reset's report.
 type resetStep struct {
@@ -74,7 +78,9 @@ func runReset(ctx context.Context, e *env, args []string) int {
 	r := &resetter{e: e, name: name, target: *id, gen: *gen, runDir: callback.ResolveRunDir(*runDir, e.getenv),
 		start: time.Now(), quiet: *asJSON}
 	r.rep = resetReport{Lockspace: name, HostID: *id, Steps: []resetStep{}}
+	r.ww = watchWait(ctx, e, "reset", r.wait.poll)
 	err := r.run(ctx, *timeout)
+	r.ww.stop()
 	r.rep.Fenced = err == nil
 	if *asJSON {
 		if st := jsonOut(e, "reset", r.rep); st != exitOK {
@@ -97,6 +103,8 @@ type resetter struct {
 	start  time.Time
 	quiet  bool
 	rep    resetReport
+	wait   waitState    // what the current step waits for
+	ww     *waitWatcher // shows it
 }
 
 func (r *resetter) step(format string, args ...any) {
@@ -104,7 +112,7 @@ func (r *resetter) step(format string, args ...any) {
 	what := fmt.Sprintf(format, args...)
 	r.rep.Steps = append(r.rep.Steps, resetStep{At: at, What: what})
 	if !r.quiet {
-		fmt.Fprintf(r.e.stdout, "%8.3fs  %s\n", at, what)
+		r.ww.above(func() { fmt.Fprintf(r.e.stdout, "%8.3fs  %s\n", at, what) })
 	}
 }
 
@@ -205,6 +213,8 @@ func (r *resetter) run(ctx context.Context, timeout time.Duration) error {
 		done <- sent{rep, err}
 	}()
 	r.step("sent WD_RESET (code reset, target generation %d)", gen)
+	r.wait.set(fmt.Sprintf("waiting for host %d to accept the reset (ack resetting, or a RESETTING reply)", r.target),
+		time.Now().Add(t.RenewalInterval()*2+w))
 
 	// Step 2: the target accepts.
 	var accepted time.Time
@@ -251,6 +261,7 @@ func (r *resetter) run(ctx context.Context, timeout time.Duration) error {
 	failAfter := accepted.Add(w + 2*t.RenewalInterval())
 	r.step("its watchdog must fire by +%.1fs (accept + W); the fence fails if it still renews after +%.1fs",
 		firedBy.Sub(r.start).Seconds(), failAfter.Sub(r.start).Seconds())
+	r.wait.set(fmt.Sprintf("waiting for host %d's renewals to stop (its watchdog fires by accept + W)", r.target), failAfter)
 
 	// Step 3: watch its renewals stop, until DEAD.
 	lastTS, lastChange := h.Timestamp, time.Now()
@@ -289,6 +300,7 @@ func (r *resetter) run(ctx context.Context, timeout time.Duration) error {
 			reported = true
 			r.step("renewals stopped: last renewal seen at +%.1fs (timestamp %d); DEAD expected at %s",
 				lastChange.Sub(r.start).Seconds(), lastTS, deadAt(h, r.start))
+			r.wait.set(fmt.Sprintf("renewals stopped; waiting for host %d to be DEAD (8*io_timeout + W after its last renewal)", r.target), h.DeadAt)
 		}
 		switch h.State {
 		case delta.StateDead.String():

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
@@ -32,7 +34,9 @@ Prints the seq used. With --wait, also prints each target's outcome and
 exits 0 only if every target got the message (acked "delivered" or
 "resetting", or delivered-unacknowledged for targets that cannot ack);
 otherwise it exits 1 naming the reason: no-listener, wrong-generation,
-timeout, target-dead, target-left, target-restarted.`
+timeout, target-dead, target-left, target-restarted. A --wait that lasts
+more than a second says what it waits for on stderr: a progress line with
+a countdown to the timeout on a terminal, else one line.`
 
 // sendJSON is send --json's output.
 type sendJSON struct {
@@ -87,7 +91,14 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		return fail(e, "send", err)
 	}
 	defer cl.Close()
+	var ww *waitWatcher
+	if *wait {
+		ww = watchWait(ctx, e, "send", sendWait(e, *runDir, name, targets, *timeout))
+	}
 	reply, err := cl.Send(ctx, req)
+	if ww != nil {
+		ww.stop()
+	}
 	if err != nil {
 		if errors.Is(err, callback.ErrPermission) {
 			return fail(e, "send", fmt.Errorf("%w (reset and reboot codes need root)", err))
@@ -135,4 +146,46 @@ func parseHostIDs(s string) ([]uint64, error) {
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// sendWait describes send --wait's wait: the targets' answers, until the
+// send's timeout (by default the lockspace's host_dead plus a renewal
+// interval, counted from now: a send queued behind others may take longer).
+func sendWait(e *env, runDir, name string, targets []uint64, timeout time.Duration) waitPoll {
+	start := time.Now()
+	what := fmt.Sprintf("waiting for %s to answer in lockspace %s", hostList(targets), name)
+	known := timeout != 0
+	return func(ctx context.Context) (waitInfo, bool) {
+		if !known {
+			known = true // ask once
+			if t, ok := lockspaceTimeouts(ctx, e, runDir, name); ok {
+				timeout = t.HostDead() + t.RenewalInterval()
+			}
+		}
+		if timeout == 0 {
+			return waitInfo{What: what}, true
+		}
+		return waitInfo{What: what, Until: start.Add(timeout)}, true
+	}
+}
+
+// lockspaceTimeouts returns the timeouts of lockspace name in the daemon:
+// its io_timeout and the daemon's watchdog timeout.
+func lockspaceTimeouts(ctx context.Context, e *env, runDir, name string) (delta.Timeouts, bool) {
+	cl, err := dialDaemon(ctx, e, runDir)
+	if err != nil {
+		return delta.Timeouts{}, false
+	}
+	defer cl.Close()
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return delta.Timeouts{}, false
+	}
+	for _, ls := range st.Lockspaces {
+		if ls.Name == name && ls.IOTimeout > 0 && st.Watchdog.TimeoutSec > 0 {
+			return delta.NewTimeouts(time.Duration(ls.IOTimeout)*time.Second,
+				time.Duration(st.Watchdog.TimeoutSec*float64(time.Second))), true
+		}
+	}
+	return delta.Timeouts{}, false
 }

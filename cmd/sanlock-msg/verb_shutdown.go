@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/sanlock-msg/sanlock-msg/callback"
 )
 
 const shutdownAbout = `
@@ -11,7 +14,10 @@ Asks the daemon to exit. The daemon answers first: it refuses while
 lockspaces are joined (exit status 1, naming them), unless --force, which
 releases every lockspace before exiting. With --wait the command then
 waits until the daemon's process is gone. The watchdog is disarmed only
-if every lockspace was released cleanly.`
+if every lockspace was released cleanly. A --wait that lasts more than a
+second says what it waits for on stderr (the lockspaces still being
+released, then the process): a progress line with a countdown to
+--timeout on a terminal, else one line.`
 
 // runShutdown implements `sanlock-msg shutdown`.
 func runShutdown(ctx context.Context, e *env, args []string) int {
@@ -30,7 +36,15 @@ func runShutdown(ctx context.Context, e *env, args []string) int {
 		return fail(e, "shutdown", err)
 	}
 	defer cl.Close()
-	if err := cl.Shutdown(ctx, *force, *wait); err != nil {
+	var ww *waitWatcher
+	if *wait {
+		ww = watchWait(ctx, e, "shutdown", shutdownWait(e, *runDir, time.Now().Add(*timeout)))
+	}
+	err = cl.Shutdown(ctx, *force, *wait)
+	if ww != nil {
+		ww.stop()
+	}
+	if err != nil {
 		return fail(e, "shutdown", err)
 	}
 	if *wait {
@@ -39,4 +53,39 @@ func runShutdown(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintln(e.stdout, "shutdown accepted: the daemon is exiting")
 	}
 	return exitOK
+}
+
+// shutdownWait describes shutdown --wait's wait: the lockspaces the daemon
+// still releases, then its exit, until deadline.
+func shutdownWait(e *env, runDir string, deadline time.Time) waitPoll {
+	var cl *callback.Client
+	pid := 0
+	return func(ctx context.Context) (waitInfo, bool) {
+		gone := waitInfo{What: "waiting for the daemon to exit", Until: deadline}
+		if pid != 0 {
+			gone.What = fmt.Sprintf("waiting for the daemon (pid %d) to exit", pid)
+		}
+		if cl == nil {
+			var err error
+			if cl, err = dialDaemon(ctx, e, runDir); err != nil {
+				cl = nil
+				return gone, true
+			}
+			context.AfterFunc(ctx, func() { cl.Close() })
+		}
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return gone, true
+		}
+		pid = st.PID
+		var names []string
+		for _, ls := range st.Lockspaces {
+			names = append(names, ls.Name)
+		}
+		if len(names) == 0 {
+			return waitInfo{What: fmt.Sprintf("waiting for the daemon (pid %d) to exit", pid), Until: deadline}, true
+		}
+		return waitInfo{What: fmt.Sprintf("waiting for the daemon (pid %d) to release %s and exit", pid, strings.Join(names, ", ")),
+			Until: deadline}, true
+	}
 }
