@@ -227,7 +227,10 @@ type LockspaceStatus struct {
 	WriteSec     float64 `json:"write_sec"`
 	LastReadSec  float64 `json:"last_read_sec"`
 	LastWriteSec float64 `json:"last_write_sec"`
-	PollSec      float64 `json:"poll_interval_sec"`
+	// PollSec is the doorbell poll interval (0: renewals only).
+	PollSec float64 `json:"poll_interval_sec"`
+	// Doorbell is the doorbell side (nil while joining).
+	Doorbell *DoorbellStatus `json:"doorbell,omitempty"`
 	// Messages is the message side (nil while joining).
 	Messages *MessageStatus `json:"messages,omitempty"`
 	// Wait is what the lockspace is waiting for right now, if anything:
@@ -246,6 +249,40 @@ type WaitStatus struct {
 	Until time.Time `json:"until"`
 	// LeftSec is the time left when the status was taken, in seconds.
 	LeftSec float64 `json:"left_sec"`
+}
+
+// DoorbellStatus counts a lockspace's doorbell I/O: the polls of our
+// doorbell (a spare sector of the area), the rings found there and written
+// to other hosts', and the host sectors read between renewals.
+type DoorbellStatus struct {
+	// Index is our doorbell's spare sector index.
+	Index int `json:"index"`
+	// Polls counts reads of our doorbell; PollErrors, those that failed.
+	Polls      int64 `json:"polls"`
+	PollErrors int64 `json:"poll_errors"`
+	// Bad counts polls that found it torn or corrupt, Foreign polls that
+	// found something that is not a doorbell: both ignored.
+	Bad     int64 `json:"bad"`
+	Foreign int64 `json:"foreign"`
+	// RingsReceived counts new rings naming us; Gaps, times the doorbell
+	// had lost rings (a scan of the area followed).
+	RingsReceived int64 `json:"rings_received"`
+	Gaps          int64 `json:"gaps"`
+	// RingsWritten counts doorbells written, TargetsRung the targets they
+	// named. RingsRefused counts rings not written because the sector held
+	// something else, Recreated rings written over a torn or corrupt
+	// doorbell, RingErrors rings that failed or were skipped.
+	RingsWritten int64 `json:"rings_written"`
+	TargetsRung  int64 `json:"targets_rung"`
+	RingsRefused int64 `json:"rings_refused"`
+	Recreated    int64 `json:"recreated"`
+	RingErrors   int64 `json:"ring_errors"`
+	// TargetedReads and TargetedBytes count reads of some host sectors
+	// between renewals (ringers, awaited targets, our own before a message
+	// write); Scans, reads of the whole used area between renewals.
+	TargetedReads int64 `json:"targeted_reads"`
+	TargetedBytes int64 `json:"targeted_bytes"`
+	Scans         int64 `json:"scans"`
 }
 
 // HostStatus describes one host id of a lockspace as the daemon sees it.

@@ -29,7 +29,7 @@ func senderSector(seq, ts uint64) leader.Sector {
 // view is one read of hosts 1 and 2 as host 2 sees it.
 func view(sender leader.Sector) *delta.View {
 	own := leader.Sector{Record: leader.Record{OwnerID: 2, OwnerGeneration: 1, Timestamp: 1}}
-	return &delta.View{First: 1, Sectors: []leader.Sector{sender, own},
+	return &delta.View{IDs: []uint64{1, 2}, Sectors: []leader.Sector{sender, own},
 		States: []delta.HostState{delta.StateLive, delta.StateLive}, Bad: []error{nil, nil}}
 }
 
@@ -42,7 +42,8 @@ func TestMessenger_backPressure(t *testing.T) {
 	d := &Daemon{cfg: Config{WatchdogTimeout: time.Second, ListenerGrace: -1}, clk: clock.Real{}, wdev: watchdog.None{},
 		log: slog.New(slog.NewTextHandler(&logBuf, nil))}
 	ms := d.newMessenger("LS", 2, time.Second)
-	ms.Joined(2, 1, 512)
+	geo, _ := leader.DefaultGeometry(512)
+	ms.Joined(2, 1, geo)
 
 	// A listener whose queue (2 records) is full and never drains: no
 	// writer runs for it.

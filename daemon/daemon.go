@@ -799,6 +799,12 @@ func (d *Daemon) lockspaceStatusLocked(m *member) callback.LockspaceStatus {
 	s.IOReads, s.IOWrites, s.ReadSec, s.WriteSec = ls.IO.Reads, ls.IO.Writes, ls.IO.ReadTime.Seconds(), ls.IO.WriteTime.Seconds()
 	s.LastReadSec, s.LastWriteSec = ls.IO.LastRead.Seconds(), ls.IO.LastWrite.Seconds()
 	s.Messages = m.msg.status()
+	b := ls.Doorbell
+	s.Doorbell = &callback.DoorbellStatus{Index: b.Index, Polls: b.Polls, PollErrors: b.PollErrors, Bad: b.Bad, Foreign: b.Foreign,
+		RingsWritten: b.RingsWritten, RingsRefused: b.RingsRefused, Recreated: b.Recreated, RingErrors: b.RingErrors,
+		TargetedReads: b.TargetedReads, TargetedBytes: b.TargetedBytes, Scans: b.Scans}
+	rs := m.msg.ringStats()
+	s.Doorbell.RingsReceived, s.Doorbell.Gaps, s.Doorbell.TargetsRung = rs.RingsReceived, rs.Gaps, rs.RingsSent
 	if ls.Err != nil && s.Error == "" {
 		s.Error = ls.Err.Error()
 	}

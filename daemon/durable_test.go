@@ -336,7 +336,7 @@ func TestReceiver_killedKeepsAcks(t *testing.T) {
 	a, b, _, txRead := twoNodes(t)
 	reg := b.register(false)
 	// Host 1 cannot read host 2's extension: it never sees the ack.
-	txRead.Inject(delta.Fault{Kind: delta.FaultCorrupt, Op: "read", Off: 512, End: 1024, Bytes: 512 + leader.OffExtSeq})
+	txRead.Inject(delta.Fault{Kind: delta.FaultCorrupt, Op: "read", Off: 512, End: 1024, Bytes: 512 + leader.OffExtSeq, Abs: true})
 	ctx := ctxT(t, time.Minute)
 	done := sendWait(ctx, t, a)
 	rec := nextRecord(t, reg, 30*time.Second)

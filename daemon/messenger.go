@@ -14,6 +14,7 @@ import (
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/hostmsg"
 	"github.com/sanlock-msg/sanlock-msg/leader"
+	"github.com/sanlock-msg/sanlock-msg/msgloop"
 	"github.com/sanlock-msg/sanlock-msg/state"
 	"github.com/sanlock-msg/sanlock-msg/watchdog"
 )
@@ -108,13 +109,12 @@ func (ms *messenger) Inherit(prev leader.Sector) {
 
 // Joined creates the protocol machine for our new identity and queues the
 // durable outbox's unfinished messages again, ahead of any new send.
-func (ms *messenger) Joined(hostID, generation uint64, sectorSize int) {
+func (ms *messenger) Joined(hostID, generation uint64, geo leader.Geometry) {
 	t := delta.NewTimeouts(ms.io, ms.d.cfg.WatchdogTimeout)
 	_, none := ms.d.wdev.(watchdog.None)
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	cfg := hostmsg.Config{
-		HostID: hostID, Generation: generation, SectorSize: sectorSize,
 		// A send to a live target ends by host_dead at the latest.
 		SendTimeout:   t.HostDead() + t.RenewalInterval(),
 		CanReset:      !none,
@@ -124,7 +124,7 @@ func (ms *messenger) Joined(hostID, generation uint64, sectorSize int) {
 	if ms.marks != nil {
 		cfg.Remembered, cfg.Handed = ms.marks.Forgotten(), ms.marks.Handed()
 	}
-	m, err := hostmsg.New(cfg)
+	m, err := hostmsg.New(msgloop.Config(cfg, hostID, generation, geo))
 	if err != nil {
 		// Only a delta bug can get here (bad host id or generation).
 		panic(fmt.Sprintf("daemon: %s: %v", ms.name, err))
@@ -233,18 +233,13 @@ func summarize(r *callback.SendReply, why ...string) {
 
 // Observe feeds a read to the machine and dispatches what it produced.
 func (ms *messenger) Observe(now time.Time, v *delta.View) {
-	peers := make([]hostmsg.Peer, len(v.Sectors))
-	for i := range v.Sectors {
-		peers[i] = hostmsg.Peer{HostID: v.First + uint64(i), Sector: &v.Sectors[i],
-			State: hostmsg.PeerState(v.States[i]), Bad: v.Bad[i] != nil}
-	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.m == nil {
 		return
 	}
 	ms.m.SetRoom(ms.roomLocked())
-	ms.m.Observe(now, peers)
+	msgloop.Observe(ms.m, now, v)
 	ms.dispatchLocked(now, ms.m.Ready())
 }
 
@@ -257,6 +252,35 @@ func (ms *messenger) roomLocked() int {
 	return room
 }
 
+// Doorbell feeds a poll of our doorbell to the machine.
+func (ms *messenger) Doorbell(now time.Time, every time.Duration, db *leader.Doorbell, err error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m != nil {
+		msgloop.Doorbell(ms.m, now, every, db, err)
+	}
+}
+
+// Plan returns the reads and rings the machine wants.
+func (ms *messenger) Plan(now time.Time) delta.Plan {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m == nil {
+		return delta.Plan{}
+	}
+	ms.m.SetRoom(ms.roomLocked())
+	return msgloop.Plan(ms.m.Plan(now))
+}
+
+// Rang reports rings to the machine.
+func (ms *messenger) Rang(now time.Time, targets []uint64, err error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m != nil {
+		ms.m.Rang(now, targets, err)
+	}
+}
+
 // Payload returns the machine's payload for our next write.
 func (ms *messenger) Payload(now time.Time) (delta.Payload, bool) {
 	ms.mu.Lock()
@@ -265,8 +289,7 @@ func (ms *messenger) Payload(now time.Time) (delta.Payload, bool) {
 		return delta.Payload{Ext: &leader.Extension{Version: leader.ExtVersion}}, false
 	}
 	p, urgent := ms.m.Payload(now)
-	return delta.Payload{WriteID: p.WriteID, WriteGeneration: p.WriteGeneration, WriteTimestamp: p.WriteTimestamp,
-		Bitmap: p.Bitmap, Ext: p.Ext}, urgent
+	return msgloop.Payload(p), urgent
 }
 
 // Written reports a write; once the "resetting" ack is on disk the
@@ -283,13 +306,6 @@ func (ms *messenger) Written(now time.Time, err error) {
 		ms.fireSoon()
 		ms.fireSoon = nil
 	}
-}
-
-// Busy asks for fast polls while messages are in flight.
-func (ms *messenger) Busy(now time.Time) bool {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	return ms.m != nil && ms.m.Busy(now)
 }
 
 // Tick runs the machine's timeouts when a read failed.
@@ -691,6 +707,16 @@ func (ms *messenger) status() *callback.MessageStatus {
 		}
 	}
 	return st
+}
+
+// ringStats returns the machine's doorbell counters.
+func (ms *messenger) ringStats() hostmsg.RingStats {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m == nil {
+		return hostmsg.RingStats{}
+	}
+	return ms.m.RingStats()
 }
 
 // lockspaceGone is called once a lockspace is forgotten, after its loop

@@ -14,9 +14,13 @@
 //     (every timeout as a formula of io_timeout) are pure: they take time
 //     as a value and do no I/O, so tests run them with simulated time.
 //   - Lockspace drives them: Join acquires the host id, then one goroutine
-//     renews it on sanlock's schedule and, between renewals, polls the used
-//     part of the area for a Messenger (the message protocol), writing our
-//     sector when the Messenger has something to say.
+//     renews it on sanlock's schedule and, between renewals, works for a
+//     Messenger (the message protocol): it reads our doorbell (a spare
+//     sector of the area) every poll interval, reads the host sectors the
+//     Messenger plans, writes our sector when it has something to say, and
+//     rings other hosts' doorbells, all within sanlock's read rate (loop.go).
+//     Start and Step run the same loop without a goroutine, for
+//     deterministic simulations.
 //
 // Usage:
 //

@@ -27,8 +27,9 @@ const (
 	// between see the sector torn, as on storage that does not write a
 	// sector atomically.
 	FaultTorn
-	// FaultCorrupt flips the byte at request offset Bytes in the data read
-	// (reads) or stored (writes); the I/O itself succeeds.
+	// FaultCorrupt flips the byte at request offset Bytes (device offset
+	// Bytes with Abs) in the data read (reads) or stored (writes); the I/O
+	// itself succeeds.
 	FaultCorrupt
 	// FaultDelay sleeps Delay (real time) before doing the I/O.
 	FaultDelay
@@ -46,9 +47,22 @@ type Fault struct {
 	Count int
 	// Bytes parametrises FaultShort, FaultTorn and FaultCorrupt.
 	Bytes int
+	// Abs makes FaultCorrupt's Bytes a device offset: the same byte is
+	// flipped whichever request covers it (a read of one sector, or of the
+	// whole area).
+	Abs bool
 	// Delay is FaultDelay's sleep, or how long a FaultTorn write stays
 	// torn before it completes.
 	Delay time.Duration
+}
+
+// corruptAt returns the index, in a request at device offset off, of the
+// byte FaultCorrupt flips (negative if before the request).
+func (f *Fault) corruptAt(off int64) int {
+	if f.Abs {
+		return int(int64(f.Bytes) - off)
+	}
+	return f.Bytes
 }
 
 // FaultDevice wraps a Device and injects faults into matching requests. It
@@ -163,8 +177,8 @@ func (d *FaultDevice) ReadAt(p []byte, off int64) (int, error) {
 		return n, err
 	case FaultCorrupt:
 		n, err := d.Device.ReadAt(p, off)
-		if f.Bytes < n {
-			p[f.Bytes] ^= 0xA5
+		if i := f.corruptAt(off); i >= 0 && i < n {
+			p[i] ^= 0xA5
 		}
 		return n, err
 	}
@@ -204,8 +218,8 @@ func (d *FaultDevice) WriteAt(p []byte, off int64) (int, error) {
 	case FaultCorrupt:
 		c := AlignedBuffer(len(p))
 		copy(c, p)
-		if f.Bytes < len(c) {
-			c[f.Bytes] ^= 0xA5
+		if i := f.corruptAt(off); i >= 0 && i < len(c) {
+			c[i] ^= 0xA5
 		}
 		return d.Device.WriteAt(c, off)
 	}

@@ -2,6 +2,7 @@ package delta
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/leader"
@@ -49,6 +50,8 @@ type HostInfo struct {
 	// LastLive the local time the (owner, generation, timestamp) triple
 	// last changed. Both zero if never read.
 	FirstCheck, LastLive time.Time
+	// LastRead is the local time its sector was last read.
+	LastRead time.Time
 	// Messenger reports that the last sector read carried the sanlock-msg
 	// marker: the owner runs sanlock-msg, not plain sanlock.
 	Messenger bool
@@ -89,6 +92,7 @@ func (h *Hosts) Observe(now time.Time, id uint64, s *leader.Sector) {
 		hi = &HostInfo{HostID: id, FirstCheck: now}
 		h.hosts[id] = hi
 	}
+	hi.LastRead = now
 	r := &s.Record
 	hi.Bad = r.Verify(h.name)
 	if s.ExtErr != nil {
@@ -188,6 +192,22 @@ func (h *Hosts) scanHighest() uint64 {
 		}
 	}
 	return hi
+}
+
+// Fast returns, in order, the joined hosts other than us whose host_fail
+// (8·io_timeout in their record) is shorter than twice every: a host that
+// reads the area only every renewal interval every would see them FAIL
+// between two reads while they renew (sanlock does, on a lockspace with
+// mixed io_timeouts).
+func (h *Hosts) Fast(every time.Duration) []uint64 {
+	var ids []uint64
+	for id, x := range h.hosts {
+		if id != h.own && x.Timestamp != 0 && h.peer(x).HostFail() < 2*every {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // IDs returns every host id read so far, in no particular order.

@@ -29,10 +29,16 @@ type IO struct {
 	dev Device
 	clk clock.Clock
 
-	mu          sync.Mutex
-	stuck       int
-	stuckWrites int
-	stats       IOStats
+	mu    sync.Mutex
+	stuck map[*stuckIO]struct{} // timed-out calls still outstanding
+	stats IOStats
+}
+
+// stuckIO is a call that timed out and has not returned yet.
+type stuckIO struct {
+	write bool
+	off   int64
+	n     int
 }
 
 // IOStats counts the I/O done through an IO.
@@ -61,7 +67,12 @@ func (o *IO) Stats() IOStats {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	s := o.stats
-	s.Stuck, s.StuckWrites = o.stuck, o.stuckWrites
+	for c := range o.stuck {
+		s.Stuck++
+		if c.write {
+			s.StuckWrites++
+		}
+	}
 	return s
 }
 
@@ -96,7 +107,7 @@ func (o *IO) do(ctx context.Context, op string, buf []byte, off int64, timeout t
 		return &IOError{Op: op, Path: o.dev.String(), Offset: off, Len: len(buf), Err: err}
 	}
 	o.mu.Lock()
-	if o.stuck >= DefaultMaxStuck {
+	if len(o.stuck) >= DefaultMaxStuck {
 		o.stats.Errors++
 		o.mu.Unlock()
 		return ioErr(fmt.Errorf("%w: %d timed-out i/os still outstanding", ErrDeviceHung, DefaultMaxStuck))
@@ -125,39 +136,69 @@ func (o *IO) do(ctx context.Context, op string, buf []byte, off int64, timeout t
 		}
 		return nil
 	case <-timedOut:
-		o.abandon(op, done)
+		o.abandon(op, off, len(buf), done)
 		return ioErr(fmt.Errorf("%w after %v", ErrIOTimeout, timeout))
 	case <-ctx.Done():
-		o.abandon(op, done)
+		o.abandon(op, off, len(buf), done)
 		return ioErr(ctx.Err())
 	}
 }
 
-// StuckWrites returns how many timed-out writes have not returned yet. A
-// lease holder must not write its sector again while one is outstanding:
-// the late write would land after, and undo, the newer one.
+// StuckWrites returns how many timed-out writes have not returned yet,
+// anywhere on the device.
 func (o *IO) StuckWrites() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.stuckWrites
+	n := 0
+	for c := range o.stuck {
+		if c.write {
+			n++
+		}
+	}
+	return n
+}
+
+// StuckWritesIn returns how many timed-out writes that overlap bytes
+// [off, off+n) have not returned yet. A lease holder must not write its
+// sector again while one is outstanding there: the late write would land
+// after, and undo, the newer one. A stuck write elsewhere (a doorbell) does
+// not hold up the renewals of our sector.
+func (o *IO) StuckWritesIn(off int64, n int) int {
+	return o.stuckIn(off, n, true)
+}
+
+// StuckIn returns how many timed-out calls, reads or writes, that overlap
+// bytes [off, off+n) have not returned yet.
+func (o *IO) StuckIn(off int64, n int) int {
+	return o.stuckIn(off, n, false)
+}
+
+func (o *IO) stuckIn(off int64, n int, writesOnly bool) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	k := 0
+	for c := range o.stuck {
+		if (c.write || !writesOnly) && c.off < off+int64(n) && off < c.off+int64(c.n) {
+			k++
+		}
+	}
+	return k
 }
 
 // abandon counts a call as stuck until it returns.
-func (o *IO) abandon(op string, done <-chan ioResult) {
-	w := 0
-	if op == "write" {
-		w = 1
-	}
+func (o *IO) abandon(op string, off int64, n int, done <-chan ioResult) {
+	c := &stuckIO{write: op == "write", off: off, n: n}
 	o.mu.Lock()
-	o.stuck++
-	o.stuckWrites += w
+	if o.stuck == nil {
+		o.stuck = make(map[*stuckIO]struct{})
+	}
+	o.stuck[c] = struct{}{}
 	o.stats.Timeouts++
 	o.mu.Unlock()
 	go func() {
 		<-done
 		o.mu.Lock()
-		o.stuck--
-		o.stuckWrites -= w
+		delete(o.stuck, c)
 		o.mu.Unlock()
 	}()
 }

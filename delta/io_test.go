@@ -140,3 +140,37 @@ func TestFaultKinds(t *testing.T) {
 		t.Fatalf("range fault: %v", err)
 	}
 }
+
+// TestIOStuckWritesIn checks that a stuck write is counted where it is: a
+// hung doorbell write must not look like a stuck write of our own sector.
+func TestIOStuckWritesIn(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	fd := NewFaultDevice(NewMemDevice(1<<20, 512))
+	o := NewIO(fd, clk)
+	spare := int64(2000 * 512)
+	fd.Inject(Fault{Kind: FaultHang, Op: "write", Off: spare, End: spare + 512, Count: 1})
+	errc := make(chan error)
+	go func() { errc <- o.Write(context.Background(), spare, make([]byte, 512), time.Second) }()
+	waitFor(t, "write to hang", func() bool { return fd.Hung() == 1 && clk.Pending() == 1 })
+	clk.Advance(time.Second)
+	if err := <-errc; !errors.Is(err, ErrIOTimeout) {
+		t.Fatalf("hung write = %v, want ErrIOTimeout", err)
+	}
+	for _, tc := range []struct {
+		off  int64
+		n    int
+		want int
+	}{{0, 512, 0}, {spare - 512, 512, 0}, {spare, 512, 1}, {spare + 512, 512, 0}, {0, 1 << 20, 1}, {spare + 100, 1, 1}} {
+		if got := o.StuckWritesIn(tc.off, tc.n); got != tc.want {
+			t.Errorf("StuckWritesIn(%d, %d) = %d, want %d", tc.off, tc.n, got, tc.want)
+		}
+		if got := o.StuckIn(tc.off, tc.n); got != tc.want {
+			t.Errorf("StuckIn(%d, %d) = %d, want %d", tc.off, tc.n, got, tc.want)
+		}
+	}
+	if o.StuckWrites() != 1 || o.Stats().StuckWrites != 1 || o.Stats().Stuck != 1 {
+		t.Fatalf("stuck writes %d, stats %+v", o.StuckWrites(), o.Stats())
+	}
+	fd.Release()
+	waitFor(t, "late write to finish", func() bool { return o.StuckWritesIn(spare, 512) == 0 })
+}

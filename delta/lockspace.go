@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -38,15 +38,14 @@ type Config struct {
 	// WatchdogTimeout is W, the watchdog fire timeout assumed for every
 	// host (default 60 s). It must be the same on every host.
 	WatchdogTimeout time.Duration
-	// PollInterval is the idle message poll: between renewals the loop
-	// reads the used part of the area this often (default 250 ms). The
-	// loop stretches it so that polls and renewals together never read
-	// more than sanlock's renewals would (polls at most half of it).
-	// Negative disables polls: only renewals read the area, as in sanlock.
+	// PollInterval is how often the loop reads our doorbell between
+	// renewals (default 250 ms): one sector, where a ring tells us to read
+	// a sender's sector. It is stretched when the area is so full that
+	// renewals leave too little of sanlock's read rate (docs/design-notes.md,
+	// "I/O budget"). Negative disables everything between renewals (no
+	// doorbell polls, planned reads, rings or message writes): only
+	// renewals read and write the area, as in sanlock.
 	PollInterval time.Duration
-	// FastPollInterval is the poll interval while the Messenger is busy
-	// (a message in flight or just received; default 50 ms).
-	FastPollInterval time.Duration
 	// FullScanEvery makes every n-th renewal read the whole area, to find
 	// hosts that joined above the highest known host id; other reads cover
 	// host ids 1..highest+PollMargin (default 4).
@@ -61,11 +60,14 @@ type Config struct {
 	// Messenger, if set, rides on the loop: it sees every read and adds
 	// its payload to every write.
 	Messenger Messenger
+	// Rand is the source of the random epoch of a doorbell we recreate
+	// over a torn or corrupt one (default crypto/rand).
+	Rand io.Reader
 	// OnRenewal, if set, is called from the loop after every renewal
 	// attempt; it must not block.
 	OnRenewal func(RenewalEvent)
-	// OnAcquireWait, if set, is called by Join each time the acquire starts
-	// a wait with no I/O (Step.Why and Step.Until), so that a caller can
+	// OnAcquireWait, if set, is called by Join (or Step) each time the
+	// acquire starts a wait with no I/O (Step.Why and Step.Until), so that a caller can
 	// show what a long join waits for; it must not block.
 	OnAcquireWait func(why string, until time.Time)
 	// TimestampBase, if non-zero, replaces CLOCK_MONOTONIC seconds at Join
@@ -78,12 +80,9 @@ type Config struct {
 	waitHook func(until time.Time)
 }
 
-// Defaults of the message poll between renewals (Config.PollInterval and
-// Config.FastPollInterval).
-const (
-	DefaultPollInterval     = 250 * time.Millisecond
-	DefaultFastPollInterval = 50 * time.Millisecond
-)
+// DefaultPollInterval is the doorbell poll between renewals
+// (Config.PollInterval).
+const DefaultPollInterval = 250 * time.Millisecond
 
 // RenewalEvent reports one renewal attempt to Config.OnRenewal.
 type RenewalEvent struct {
@@ -106,9 +105,6 @@ func (c Config) withDefaults() Config {
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
 	}
-	if c.FastPollInterval == 0 {
-		c.FastPollInterval = DefaultFastPollInterval
-	}
 	if c.FullScanEvery == 0 {
 		c.FullScanEvery = 4
 	}
@@ -117,6 +113,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -145,23 +144,38 @@ func DefaultHostName() string {
 // Messenger plugs a message protocol into the lockspace loop. Its methods
 // are called from the loop goroutine only, one at a time, and must not
 // block: they run between an I/O and the next.
+//
+// A loop turn (a renewal, a doorbell poll, or a wake-up for planned I/O)
+// goes: Doorbell (if polled), Plan, the reads (Observe, or Tick if nothing
+// was read), Payload and, if a write is due, Written, then Plan again and
+// the rings it asks for (Rang).
 type Messenger interface {
 	// Joined is called once, after the lease is acquired and before the
-	// loop starts, with our identity and the area's sector size.
-	Joined(hostID, generation uint64, sectorSize int)
-	// Observe is called after every successful read of the area with what
-	// was read. v and its sectors are only valid during the call.
+	// loop starts, with our identity and the area's geometry.
+	Joined(hostID, generation uint64, geo leader.Geometry)
+	// Observe is called after every successful read with the host sectors
+	// read: the whole used part of the area (a renewal or a scan), or
+	// only some of them (planned reads). v and its sectors are only valid
+	// during the call.
 	Observe(now time.Time, v *View)
+	// Doorbell is called after every poll of our doorbell sector with
+	// what it holds, or with the error of leader.DecodeDoorbell (a torn,
+	// corrupt or foreign sector: never act on it), and the idle poll
+	// interval (every host of the area polls about as often: rings and
+	// waiting reads are timed by it). A poll whose read failed is not
+	// reported.
+	Doorbell(now time.Time, every time.Duration, db *leader.Doorbell, err error)
+	// Plan returns the reads and rings the protocol wants now.
+	Plan(now time.Time) Plan
+	// Rang reports a doorbell written for targets, or why not.
+	Rang(now time.Time, targets []uint64, err error)
 	// Payload returns the message part of our next sector write, and
 	// whether it must be written now rather than at the next renewal.
 	Payload(now time.Time) (p Payload, urgent bool)
 	// Written reports the outcome of writing the payload last returned.
 	Written(now time.Time, err error)
-	// Busy reports whether messages are in flight, so the loop polls at
-	// FastPollInterval.
-	Busy(now time.Time) bool
-	// Tick is called instead of Observe when a read fails, so that the
-	// protocol's timeouts still run.
+	// Tick is called instead of Observe when a turn read nothing (or its
+	// read failed), so that the protocol's timeouts still run.
 	Tick(now time.Time)
 }
 
@@ -174,6 +188,26 @@ type Inheritor interface {
 	Inherit(prev leader.Sector)
 }
 
+// Plan is what the Messenger wants done between renewals, besides writing
+// our sector (hostmsg.Plan has the same fields and meaning).
+type Plan struct {
+	// Read lists host ids whose sectors to read now (ascending). The loop
+	// merges nearby ones into one read and does big ones within its read
+	// budget.
+	Read []uint64
+	// Scan asks for one read of the whole used part of the area, done
+	// when the read budget allows or at the next renewal.
+	Scan bool
+	// Ring lists the targets whose doorbells to ring now (ascending).
+	Ring []uint64
+	// Next is when the plan asks for something new by itself; zero if
+	// never.
+	Next time.Time
+	// Fast asks for doorbell polls five times as often (at least 50 ms
+	// apart): messages are flowing, the next one is likely soon.
+	Fast bool
+}
+
 // Payload is the message part of our own sector: the event fields, the
 // bitmap and the extension.
 type Payload struct {
@@ -182,11 +216,10 @@ type Payload struct {
 	Ext                                      *leader.Extension
 }
 
-// View is one read of the area, as shown to the Messenger.
+// View is one read of host sectors, as shown to the Messenger.
 type View struct {
-	// First is the host id of Sectors[0]; the read covered host ids
-	// First..First+len(Sectors)-1.
-	First   uint64
+	// IDs holds the host id of each sector, ascending.
+	IDs     []uint64
 	Sectors []leader.Sector
 	// States holds each sector's host state, computed after the read.
 	States []HostState
@@ -194,12 +227,14 @@ type View struct {
 	// name, checksum) or nil. A sector with a Bad error must not be acted
 	// on.
 	Bad []error
-	// Full reports a read of the whole area.
-	Full bool
+	// Area reports a read of the whole used part of the area (or more): a
+	// renewal read or a scan. Full reports a read of the whole area.
+	Area, Full bool
 }
 
 // Lockspace is a held host id in a lockspace, renewed by a loop goroutine
-// until Release or Close. Its methods are safe for concurrent use.
+// until Release or Close (or, for a Lockspace made by Start, by its
+// caller's calls to Step). Its methods are safe for concurrent use.
 type Lockspace struct {
 	cfg  Config
 	area *Area
@@ -215,7 +250,15 @@ type Lockspace struct {
 	stop chan struct{}
 	done chan struct{}
 
+	// Owned by the goroutine that calls Step (the loop's, or Start's
+	// caller).
+	acq      *acquiring // non-nil while acquiring
+	lp       loopState
+	ringWarn map[int]bool // doorbells whose refusal was logged
+
 	mu          sync.Mutex // guards everything below
+	joined      bool
+	running     bool // a loop goroutine calls Step
 	hosts       *Hosts
 	last        leader.Record // last record written
 	lastAcks    []leader.Ack  // ack table of the last sector written
@@ -227,12 +270,20 @@ type Lockspace struct {
 	polls       int64
 	fullScans   int64
 	writes      int64
+	bell        DoorbellStats
 	warned      bool
 	err         error // why the loop ended
 	closed      bool
 	pollEvery   time.Duration
-	pollHigh    uint64
 	wWarned     map[uint64]uint16 // per host id, the other W last warned about
+}
+
+// acquiring is the state of an acquire driven by Step.
+type acquiring struct {
+	a          *Acquirer
+	step       Step
+	writeStart time.Time
+	logged     bool // the current wait was logged
 }
 
 // Join acquires cfg.HostID in the lockspace on o and starts renewing it. It
@@ -240,6 +291,38 @@ type Lockspace struct {
 // more if the sector was held by another host), logging every wait, and
 // gives up when ctx ends.
 func Join(ctx context.Context, o *IO, cfg Config) (*Lockspace, error) {
+	ls, err := Start(ctx, o, cfg)
+	if err != nil {
+		return nil, err
+	}
+	for !ls.Joined() {
+		next, err := ls.Step(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if ls.Joined() {
+			break
+		}
+		if err := sleepUntil(ctx, ls.clk, next); err != nil {
+			return nil, fmt.Errorf("delta: join %s host_id %d: %w", ls.cfg.Name, ls.cfg.HostID, err)
+		}
+	}
+	ls.mu.Lock()
+	ls.running = true
+	ls.mu.Unlock()
+	go ls.run()
+	return ls, nil
+}
+
+// Start checks cfg and probes the area on o, and returns a Lockspace that
+// its caller drives: each call to Step does what is due (the acquire's
+// reads and writes, then renewals, doorbell polls, planned reads, message
+// writes and rings) and says when to call again. No goroutine runs and
+// nothing sleeps, so a deterministic simulation can step any number of
+// hosts on one fake clock and one device. Join is Start plus a goroutine
+// that sleeps between Steps; the daemon uses Join. Wake does nothing for a
+// Lockspace driven by its caller: call Step.
+func Start(ctx context.Context, o *IO, cfg Config) (*Lockspace, error) {
 	cfg = cfg.withDefaults()
 	if _, err := ioSeconds(cfg.IOTimeout); err != nil {
 		return nil, err
@@ -261,31 +344,25 @@ func Join(ctx context.Context, o *IO, cfg Config) (*Lockspace, error) {
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		hosts: NewHosts(cfg.HostID, cfg.Name, t),
 	}
+	ls.bell.Index = area.Geo.DoorbellIndex(cfg.HostID)
 	ls.t0 = ls.clk.Now()
 	ls.tsBase = cfg.TimestampBase
 	if ls.tsBase == 0 {
 		ls.tsBase = monotonicSeconds()
 	}
-	rec, start, prev, err := ls.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ls.last, ls.lastWriteOK, ls.lastRenewal, ls.joinedAt = rec, true, start, ls.clk.Now()
-	if inh, ok := ls.msgr.(Inheritor); ok {
-		if prev.Ext != nil {
-			ls.lastAcks = prev.Ext.Acks
-		}
-		inh.Inherit(prev)
-	}
-	ls.log.Info("joined lockspace", "generation", rec.OwnerGeneration, "host_name", cfg.HostName,
-		"io_timeout", t.IO, "sector_size", area.Geo.SectorSize, "align", leader.AlignString(area.Geo.AlignSize),
-		"took", ls.clk.Now().Sub(ls.t0))
-	if ls.msgr != nil {
-		ls.msgr.Joined(cfg.HostID, rec.OwnerGeneration, area.Geo.SectorSize)
-	}
-	ls.renewalEvent(true, nil)
-	go ls.run()
+	_, carry := ls.msgr.(Inheritor)
+	a := &Acquirer{Name: cfg.Name, HostID: cfg.HostID, HostName: cfg.HostName, Timeouts: t,
+		Timestamp: ls.timestamp, Ext: ls.emptyExt(), CarryAcks: carry}
+	ls.acq = &acquiring{a: a, step: a.Start(ls.clk.Now())}
 	return ls, nil
+}
+
+// Joined reports whether the host id is acquired (the loop is renewing
+// it, or was until it stopped).
+func (ls *Lockspace) Joined() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.joined
 }
 
 func monotonicSeconds() uint64 {
@@ -319,41 +396,71 @@ func sleepUntil(ctx context.Context, clk clock.Clock, t time.Time) error {
 	}
 }
 
-// acquire drives an Acquirer with real I/O; it returns the record written,
-// when the acquire write started (the lease's first renewal), and our
-// sector as the acquire first found it.
-func (ls *Lockspace) acquire(ctx context.Context) (leader.Record, time.Time, leader.Sector, error) {
-	_, carry := ls.msgr.(Inheritor)
-	a := &Acquirer{Name: ls.cfg.Name, HostID: ls.cfg.HostID, HostName: ls.cfg.HostName, Timeouts: ls.t,
-		Timestamp: ls.timestamp, Ext: ls.emptyExt(), CarryAcks: carry}
+// stepAcquire drives the Acquirer with real I/O until it waits, succeeds
+// or fails.
+func (ls *Lockspace) stepAcquire(ctx context.Context) (time.Time, error) {
+	q := ls.acq
 	off := ls.area.HostOffset(ls.cfg.HostID)
 	ss := ls.area.Geo.SectorSize
-	var writeStart time.Time
-	step := a.Start(ls.clk.Now())
 	for {
 		var data []byte
 		var err error
-		switch step.Kind {
+		switch q.step.Kind {
 		case StepRead:
 			data, err = ls.area.IO.Read(ctx, off, ss, ls.t.IO)
 		case StepWrite:
-			writeStart = ls.clk.Now()
-			err = ls.area.IO.Write(ctx, off, step.Sector, ls.t.IO)
+			q.writeStart = ls.clk.Now()
+			err = ls.area.IO.Write(ctx, off, q.step.Sector, ls.t.IO)
 		case StepWait:
-			ls.log.Info("acquire: waiting", "reason", step.Why, "until", step.Until.Sub(ls.clk.Now()).Round(time.Millisecond))
-			if ls.cfg.OnAcquireWait != nil {
-				ls.cfg.OnAcquireWait(step.Why, step.Until)
+			now := ls.clk.Now()
+			if now.Before(q.step.Until) {
+				if !q.logged {
+					q.logged = true
+					ls.log.Info("acquire: waiting", "reason", q.step.Why, "until", q.step.Until.Sub(now).Round(time.Millisecond))
+					if ls.cfg.OnAcquireWait != nil {
+						ls.cfg.OnAcquireWait(q.step.Why, q.step.Until)
+					}
+				}
+				return q.step.Until, ctx.Err()
 			}
-			if err := sleepUntil(ctx, ls.clk, step.Until); err != nil {
-				return leader.Record{}, time.Time{}, leader.Sector{}, fmt.Errorf("delta: join %s host_id %d: %w", ls.cfg.Name, ls.cfg.HostID, err)
-			}
+			q.logged = false
 		case StepDone:
-			return step.Record, writeStart, a.Previous(), nil
+			ls.joinDone(q.step.Record, q.writeStart, q.a.Previous())
+			return ls.clk.Now(), nil
 		case StepFail:
-			return leader.Record{}, time.Time{}, leader.Sector{}, fmt.Errorf("delta: join %s: %w", ls.cfg.Name, step.Err)
+			return time.Time{}, fmt.Errorf("delta: join %s: %w", ls.cfg.Name, q.step.Err)
 		}
-		step = a.Next(ls.clk.Now(), data, err)
+		if ctx.Err() != nil {
+			return time.Time{}, fmt.Errorf("delta: join %s host_id %d: %w", ls.cfg.Name, ls.cfg.HostID, ctx.Err())
+		}
+		q.step = q.a.Next(ls.clk.Now(), data, err)
 	}
+}
+
+// joinDone takes the lease acquired with rec, whose write started at
+// start (its first renewal), and readies the loop; prev is our sector as
+// the acquire first found it.
+func (ls *Lockspace) joinDone(rec leader.Record, start time.Time, prev leader.Sector) {
+	now := ls.clk.Now()
+	ls.acq = nil
+	inh, carry := ls.msgr.(Inheritor)
+	ls.mu.Lock()
+	ls.last, ls.lastWriteOK, ls.lastRenewal, ls.joinedAt, ls.joined = rec, true, start, now, true
+	if carry && prev.Ext != nil {
+		ls.lastAcks = prev.Ext.Acks
+	}
+	ls.mu.Unlock()
+	if carry {
+		inh.Inherit(prev)
+	}
+	ls.lp = loopState{nextRenewal: start.Add(ls.t.RenewalInterval()), full: true, first: true}
+	ls.log.Info("joined lockspace", "generation", rec.OwnerGeneration, "host_name", ls.cfg.HostName,
+		"io_timeout", ls.t.IO, "sector_size", ls.area.Geo.SectorSize, "align", leader.AlignString(ls.area.Geo.AlignSize),
+		"took", now.Sub(ls.t0))
+	if ls.msgr != nil {
+		ls.msgr.Joined(ls.cfg.HostID, rec.OwnerGeneration, ls.area.Geo)
+	}
+	ls.renewalEvent(true, nil)
 }
 
 // Area returns the lockspace area.
@@ -403,6 +510,10 @@ func (ls *Lockspace) Close() {
 	if !ls.closed {
 		ls.closed = true
 		close(ls.stop)
+		if !ls.running {
+			// Driven by Step: no loop goroutine to close done.
+			close(ls.done)
+		}
 	}
 	ls.mu.Unlock()
 	<-ls.done
@@ -421,7 +532,7 @@ func (ls *Lockspace) Release(ctx context.Context) error {
 		return fmt.Errorf("delta: release %s host_id %d: last renewal did not succeed (%v); the lease will expire instead",
 			ls.cfg.Name, ls.cfg.HostID, lerr)
 	}
-	if n := ls.area.IO.StuckWrites(); n > 0 {
+	if n := ls.area.IO.StuckWritesIn(ls.area.HostOffset(ls.cfg.HostID), ls.area.Geo.SectorSize); n > 0 {
 		return fmt.Errorf("delta: release %s host_id %d: %d earlier write(s) still outstanding; the lease will expire instead",
 			ls.cfg.Name, ls.cfg.HostID, n)
 	}
@@ -462,284 +573,19 @@ func (ls *Lockspace) renewalEvent(ok bool, err error) {
 	ls.cfg.OnRenewal(ev)
 }
 
-// run is the loop: renewals on sanlock's schedule, message polls between.
-func (ls *Lockspace) run() {
-	defer close(ls.done)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-ls.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	ls.mu.Lock()
-	nextRenewal := ls.lastRenewal.Add(ls.t.RenewalInterval())
-	ls.mu.Unlock()
-	var lastPoll time.Time
-	full := true // the next renewal reads the whole area
-	for {
-		now := ls.clk.Now()
-		ls.mu.Lock()
-		since := now.Sub(ls.lastRenewal)
-		warn := since >= ls.t.RenewalWarn() && !ls.warned
-		if warn {
-			ls.warned = true
-		}
-		ls.mu.Unlock()
-		if since >= ls.t.RenewalFail() {
-			ls.fail(fmt.Errorf("%w: no successful renewal for %v (limit %v)", ErrRenewalFailed, since.Round(time.Millisecond), ls.t.RenewalFail()))
-			ls.renewalEvent(false, ErrRenewalFailed)
-			return
-		}
-		if warn {
-			ls.log.Warn("renewal late", "since_last_success", since.Round(time.Millisecond), "fails_at", ls.t.RenewalFail())
-		}
-		busy := ls.msgr != nil && ls.msgr.Busy(now)
-		interval := ls.pollInterval(busy)
-		renew := !now.Before(nextRenewal)
-		if renew || (interval > 0 && !now.Before(lastPoll.Add(interval))) {
-			// Only renewals (and the first read) scan the whole area;
-			// polls read the used part.
-			ok, err := ls.iterate(ctx, now, renew, (renew && full) || lastPoll.IsZero())
-			lastPoll = now
-			if ctx.Err() != nil {
-				return
-			}
-			if errors.Is(err, ErrRenewOwner) || errors.Is(err, ErrRenewDiff) {
-				ls.fail(err)
-				ls.renewalEvent(false, err)
-				return
-			}
-			if renew {
-				if ok {
-					nextRenewal = now.Add(ls.t.RenewalInterval())
-					full = false
-					ls.mu.Lock()
-					ls.renewals++
-					ls.warned = false
-					if ls.cfg.FullScanEvery > 0 && ls.renewals%int64(ls.cfg.FullScanEvery) == 0 {
-						full = true
-					}
-					ls.mu.Unlock()
-				} else {
-					// sanlock retries a failed renewal at its next
-					// one-second check.
-					nextRenewal = now.Add(time.Second)
-					ls.mu.Lock()
-					ls.renewFails++
-					ls.mu.Unlock()
-					ls.log.Warn("renewal failed", "err", err)
-				}
-				ls.renewalEvent(ok, err)
-			}
-			// Recompute: the read may have changed the range or busyness.
-			busy = ls.msgr != nil && ls.msgr.Busy(ls.clk.Now())
-			interval = ls.pollInterval(busy)
-		}
-		next := nextRenewal
-		if interval > 0 && lastPoll.Add(interval).Before(next) {
-			next = lastPoll.Add(interval)
-		}
-		// Wake at renewal_fail too, so that failure is declared on time
-		// rather than at the next retry or poll.
-		ls.mu.Lock()
-		failAt := ls.lastRenewal.Add(ls.t.RenewalFail())
-		ls.mu.Unlock()
-		if failAt.Before(next) {
-			next = failAt
-		}
-		if !ls.waitUntil(next) {
-			return
-		}
-	}
-}
-
-// waitUntil sleeps until t, a Wake, or Close; it returns false on Close.
-func (ls *Lockspace) waitUntil(t time.Time) bool {
-	d := t.Sub(ls.clk.Now())
-	if d <= 0 {
-		select {
-		case <-ls.stop:
-			return false
-		default:
-			return true
-		}
-	}
-	timer := make(chan struct{})
-	stop := ls.clk.AfterFunc(d, func() { close(timer) })
-	defer stop()
-	// The hook runs once the wake-up is scheduled, so a test may advance
-	// its fake clock from here on.
-	if ls.cfg.waitHook != nil {
-		ls.cfg.waitHook(t)
-	}
-	select {
-	case <-timer:
-		return true
-	case <-ls.wake:
-		return true
-	case <-ls.stop:
-		return false
-	}
-}
-
-// pollInterval returns the current poll interval: fast while busy, else
-// the idle interval stretched so that polls and renewals together read no
-// more than sanlock's renewals (the area every RenewalInterval), and polls
-// alone at most half of that. 0 means no polls.
-func (ls *Lockspace) pollInterval(busy bool) time.Duration {
-	if ls.cfg.PollInterval < 0 {
-		return 0
-	}
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if busy {
-		ls.pollEvery = ls.cfg.FastPollInterval
-		return ls.pollEvery
-	}
-	area := float64(ls.area.Geo.AlignSize)
-	perPoll := float64(ls.readHigh()) * float64(ls.area.Geo.SectorSize)
-	// What our renewals read, on average: the whole area every
-	// FullScanEvery-th, the used part otherwise.
-	renewal := perPoll
-	if n := float64(ls.cfg.FullScanEvery); n > 0 {
-		renewal = (float64(ls.area.Geo.MaxHosts*ls.area.Geo.SectorSize) + (n-1)*perPoll) / n
-	}
-	budget := min(area/2, area-renewal) / ls.t.RenewalInterval().Seconds() // bytes per second
-	if budget <= 0 {
-		ls.pollEvery = 0
-		return 0
-	}
-	iv := time.Duration(perPoll / budget * float64(time.Second))
-	ls.pollEvery = max(ls.cfg.PollInterval, iv)
-	return ls.pollEvery
-}
-
-// readHigh is the highest host id a partial read covers. Callers hold mu.
-func (ls *Lockspace) readHigh() uint64 {
-	h := max(ls.hosts.Highest(), ls.cfg.HostID) + uint64(ls.cfg.PollMargin)
-	return min(h, uint64(ls.area.Geo.MaxHosts))
-}
-
-// iterate does one read of the area and, for a renewal or when the
-// Messenger asks, one write of our sector.
-func (ls *Lockspace) iterate(ctx context.Context, now time.Time, renew, full bool) (bool, error) {
-	ls.mu.Lock()
-	last := uint64(ls.area.Geo.MaxHosts)
-	if !full {
-		last = ls.readHigh()
-	}
-	ls.mu.Unlock()
-	buf, err := ls.area.ReadHosts(ctx, 1, last, ls.t.IO)
-	if err != nil {
-		if ls.msgr != nil {
-			ls.msgr.Tick(ls.clk.Now())
-		}
-		return false, fmt.Errorf("delta: read hosts 1..%d: %w", last, err)
-	}
-	secs := ls.area.DecodeHosts(buf)
-	readDone := ls.clk.Now()
-	v := &View{First: 1, Sectors: secs, States: make([]HostState, len(secs)), Bad: make([]error, len(secs)), Full: full}
-
-	ls.mu.Lock()
-	ls.polls++
-	if full {
-		ls.fullScans++
-	}
-	for i := range secs {
-		id := uint64(i + 1)
-		ls.hosts.Observe(readDone, id, &secs[i])
-	}
-	for i := range secs {
-		id := uint64(i + 1)
-		v.States[i] = ls.hosts.State(readDone, id)
-		v.Bad[i] = ls.hosts.hosts[id].Bad
-	}
-	own := secs[ls.cfg.HostID-1].Record
-	err = ls.checkOwn(&own)
-	last0, stuck := ls.last, ls.area.IO.StuckWrites()
-	otherW := ls.otherWatchdogs(secs)
-	ls.mu.Unlock()
-	for _, o := range otherW {
-		ls.log.Warn("a peer states another watchdog timeout W than ours; its host_dead uses its own W, but W should be the same on every host",
-			"peer", o.id, "peer_w", time.Duration(o.w)*time.Second, "our_w", ls.t.Watchdog)
-	}
-	if err != nil {
-		return false, err
-	}
-	var p Payload
-	urgent := false
-	if ls.msgr != nil {
-		ls.msgr.Observe(readDone, v)
-		p, urgent = ls.msgr.Payload(readDone)
-	} else {
-		p.Ext = ls.emptyExt()
-	}
-	if !renew && !urgent {
-		return true, nil
-	}
-	if stuck > 0 {
-		err := fmt.Errorf("delta: not writing: %d earlier write(s) of our sector still outstanding", stuck)
-		if ls.msgr != nil {
-			ls.msgr.Written(ls.clk.Now(), err)
-		}
-		return false, err
-	}
-	rec := last0
-	// Past what is on disk too: a write that failed may have landed
-	// anyway (torn, or late), and peers only notice a change.
-	rec.Timestamp = max(ls.timestamp(now), last0.Timestamp+1, own.Timestamp+1)
-	rec.IOTimeout = uint16(ls.t.IO/time.Second) & 0xFF
-	rec.WriteID, rec.WriteGeneration, rec.WriteTimestamp = p.WriteID, p.WriteGeneration, p.WriteTimestamp
-	if p.Ext != nil {
-		p.Ext.Watchdog = ls.watchdogSeconds()
-	}
-	s := leader.Sector{Record: rec, Bitmap: p.Bitmap, Ext: p.Ext}
-	s.Seal()
-	rec = s.Record
-	sec := make([]byte, ls.area.Geo.SectorSize)
-	if err := s.Encode(sec); err != nil {
-		return false, fmt.Errorf("delta: encode our sector: %w", err)
-	}
-	werr := ls.area.IO.Write(ctx, ls.area.HostOffset(ls.cfg.HostID), sec, ls.t.IO)
-	ls.mu.Lock()
-	if werr == nil {
-		ls.last, ls.lastWriteOK = rec, true
-		ls.lastAcks = nil
-		if p.Ext != nil {
-			ls.lastAcks = append(ls.lastAcks, p.Ext.Acks...)
-		}
-		ls.writes++
-		if renew {
-			ls.lastRenewal = now
-		}
-	} else {
-		ls.lastWriteOK = false
-	}
-	ls.mu.Unlock()
-	if ls.msgr != nil {
-		ls.msgr.Written(ls.clk.Now(), werr)
-	}
-	if werr != nil {
-		return false, fmt.Errorf("delta: write our sector: %w", werr)
-	}
-	return true, nil
-}
-
 type peerW struct {
 	id uint64
 	w  uint16
 }
 
-// otherWatchdogs returns the peers whose sector states a W other than
-// ours, once per peer and value. Callers hold mu.
-func (ls *Lockspace) otherWatchdogs(secs []leader.Sector) []peerW {
+// otherWatchdogs returns the peers among sectors secs (of host ids ids)
+// whose sector states a W other than ours, once per peer and value.
+// Callers hold mu.
+func (ls *Lockspace) otherWatchdogs(ids []uint64, secs []leader.Sector) []peerW {
 	var out []peerW
 	ours := ls.watchdogSeconds()
 	for i := range secs {
-		id := uint64(i + 1)
+		id := ids[i]
 		e := secs[i].Ext
 		if id == ls.cfg.HostID || e == nil || e.Watchdog == 0 || e.Watchdog == ours || secs[i].Record.Timestamp == 0 {
 			continue

@@ -431,3 +431,52 @@ func fmtRecs(rs []ioRec) string {
 	}
 	return b.String()
 }
+
+// wakeLoop wakes the host's loop (Lockspace.Wake) and counts it as running
+// until it sleeps again.
+func (h *lsHost) wakeLoop() {
+	h.ls.Wake()
+	h.state = hostRunning
+}
+
+// spare reports whether a request at off of n bytes lies in the spare
+// sectors of the net's area.
+func (n *lsNet) spare(off int64, size int) bool {
+	lo := int64(n.geo.MaxHosts * n.geo.SectorSize)
+	return off >= lo && off+int64(size) <= int64(n.geo.AlignSize)
+}
+
+// hostReads returns the loop's reads of host sectors up to to (not the
+// doorbell polls).
+func (h *lsHost) hostReads(to time.Time) []ioRec {
+	var out []ioRec
+	for _, r := range h.loopReads(to) {
+		if !h.net.spare(r.off, r.n) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// doorbellReads returns the loop's reads of its own doorbell up to to.
+func (h *lsHost) doorbellReads(to time.Time) []ioRec {
+	off := h.net.geo.DoorbellOffset(h.net.geo.DoorbellIndex(h.cfg.HostID))
+	var out []ioRec
+	for _, r := range h.loopReads(to) {
+		if r.off == off && r.n == h.net.geo.SectorSize {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// checkWrites checks that every write the host ever made landed in its
+// own sector or in a spare sector (a doorbell), one sector at a time.
+func checkWrites(t *testing.T, h *lsHost) {
+	t.Helper()
+	for _, w := range h.log.ops("write", simEpoch, farFuture) {
+		if w.n != h.net.geo.SectorSize || (w.off != h.net.sectorOff(h.cfg.HostID) && !h.net.spare(w.off, w.n)) {
+			t.Fatalf("%s wrote %d bytes at %d: neither its sector (%d) nor a spare sector", h.name, w.n, w.off, h.net.sectorOff(h.cfg.HostID))
+		}
+	}
+}

@@ -36,12 +36,14 @@ type Status struct {
 	Err         error
 	Renewals    int64 // successful renewals since join
 	RenewFails  int64 // failed renewal attempts
-	Reads       int64 // area reads (renewals and polls)
+	Reads       int64 // reads of the used part or the whole area (renewals, scans)
 	FullScans   int64 // reads of the whole area
 	Writes      int64 // successful writes of our sector after the join
-	PollEvery   time.Duration
-	ReadHigh    uint64 // highest host id a partial read covers
-	IO          IOStats
+	// PollEvery is the doorbell poll interval (0: renewals only).
+	PollEvery time.Duration
+	ReadHigh  uint64 // highest host id the used part covers
+	Doorbell  DoorbellStats
+	IO        IOStats
 }
 
 // Status returns a snapshot.
@@ -56,7 +58,7 @@ func (ls *Lockspace) Status() Status {
 		IOTimeout: ls.t.IO, JoinedAt: ls.joinedAt, LastRenewal: ls.lastRenewal,
 		Expiry: ls.lastRenewal.Add(ls.t.RenewalFail()), Err: ls.err,
 		Renewals: ls.renewals, RenewFails: ls.renewFails, Reads: ls.polls, FullScans: ls.fullScans,
-		Writes: ls.writes, PollEvery: ls.pollEvery, ReadHigh: ls.readHigh(), IO: ls.area.IO.Stats(),
+		Writes: ls.writes, PollEvery: ls.pollEvery, ReadHigh: ls.readHigh(), Doorbell: ls.bell, IO: ls.area.IO.Stats(),
 	}
 	since := now.Sub(ls.lastRenewal)
 	switch {

@@ -24,11 +24,22 @@ type Config struct {
 	// table may evict it for another sender (the evicted sender is acked
 	// again later, so this trades latency, never correctness). Default 1 s.
 	AckHold time.Duration
-	// ActiveWindow keeps Busy true this long after the last delivery or
-	// send, so a conversation is polled at the fast rate. Default 2 s.
+	// ActiveWindow keeps Busy and Plan.Fast true this long after the last
+	// delivery or send (Plan.Fast at least four doorbell poll intervals),
+	// so the next message of a conversation is found at the fast doorbell
+	// poll. Default 2 s.
 	ActiveWindow time.Duration
 	// MaxOutbox bounds the number of queued sends. Default 1024.
 	MaxOutbox int
+	// Doorbells is the number of doorbell sectors of the area
+	// (leader.Geometry.Spare): host h rings at doorbell (h-1) mod
+	// Doorbells. 0 disables doorbells: no rings, and the driver must read
+	// the area often enough to find messages.
+	Doorbells int
+	// RingRetry is the first interval between rings of a target whose ack
+	// is missing; each next one doubles, capped at the target's renewal
+	// interval. Default 500 ms.
+	RingRetry time.Duration
 	// CanReset says a watchdog can reset this host. Without one a WD_RESET
 	// is acked "reset-unavailable" (and still delivered to listeners).
 	CanReset bool
@@ -80,6 +91,12 @@ func (c *Config) validate() error {
 	if c.ActiveWindow == 0 {
 		c.ActiveWindow = 2 * time.Second
 	}
+	if c.Doorbells < 0 || (c.Doorbells > 0 && (c.HostID-1)/uint64(c.Doorbells) >= leader.DoorbellMaskBits) {
+		return fmt.Errorf("hostmsg: host id %d has no bit in %d doorbells", c.HostID, c.Doorbells)
+	}
+	if c.RingRetry == 0 {
+		c.RingRetry = DefaultRingRetry
+	}
 	if c.MaxOutbox == 0 {
 		c.MaxOutbox = 1024
 	}
@@ -94,6 +111,9 @@ func (c *Config) validate() error {
 	}
 	return nil
 }
+
+// DefaultRingRetry is Config.RingRetry's default.
+const DefaultRingRetry = 500 * time.Millisecond
 
 // PeerState is a host's liveness as the driver computes it (sanlock's
 // host states; delta.HostState has the same values).

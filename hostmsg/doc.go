@@ -47,11 +47,26 @@
 // watchdog: the target acks it "resetting", replies RESETTING to the sender
 // (as sanlk-resetd does), and the driver stops feeding the watchdog.
 //
+// # Doorbells
+//
+// A receiver does not read every sender's sector to find its messages: a
+// sender whose message is on disk rings the target's doorbell, a spare
+// sector of the area, and the target, polling only its doorbell between
+// renewals, reads the ringer's sector at once. A waiting sender reads only
+// its targets' sectors. Rings are hints; renewal reads of the whole used
+// area still find everything (doorbell.go has the rules).
+//
 // # Driver duties
 //
-// For each read of the area: call SetRoom and Observe, then Ready; hand
-// every Delivery to the listeners and Ack (or Return) those that AwaitsAck
-// as soon as that is decided; then call Payload and, if it is urgent or a renewal is due, write it in our
-// sector and report the outcome with Written. A Machine is not safe for
-// concurrent use: the driver serialises calls.
+// For each read, of the area or of some host sectors: call SetRoom and
+// Observe (or ObserveArea for a read of the whole used part), then Ready;
+// hand every Delivery to the listeners, and Ack (or Return) those that
+// AwaitsAck as soon as that is decided; then call Payload and, if it is
+// urgent or a renewal is due, write it in our sector and report the
+// outcome with Written. Between renewals, read our doorbell and pass it to
+// ObserveDoorbell, and do what Plan asks: read the sectors it names, scan
+// the used area when the read budget allows, ring the doorbells of its
+// Ring targets (reporting each with Rang), and come back at Plan.Next.
+// When a turn reads nothing, call Tick so that timeouts still run. A
+// Machine is not safe for concurrent use: the driver serialises calls.
 package hostmsg

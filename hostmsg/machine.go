@@ -79,6 +79,8 @@ type Machine struct {
 	acks      []*ackEntry
 	reset     *resetState
 
+	bell bellState // our doorbell (doorbell.go)
+
 	changes    uint64    // bumped on every change of the payload
 	written    uint64    // value of changes last written to disk
 	snap       *snapshot // what the last Payload returned
@@ -96,6 +98,9 @@ type peer struct {
 	// changed is when its timestamp last changed (local time).
 	changed time.Time
 	ext     bool // its last valid sector had our extension
+	ours    bool // its last valid sector had our marker: it reads doorbells
+	// observed is when its sector was last read (whatever it held).
+	observed time.Time
 	// addrSeq and addrOrigin identify its current message if that
 	// message is addressed to us (addrSeq 0 if none); used to tell
 	// whether our ack for it is still needed.
@@ -168,6 +173,7 @@ type target struct {
 	res      TargetResult
 	lastTS   uint64
 	renewals int
+	rangAt   time.Time // when its doorbell was last rung for this message
 }
 
 type ackEntry struct {
@@ -194,6 +200,9 @@ func New(cfg Config) (*Machine, error) {
 		return nil, err
 	}
 	m := &Machine{cfg: cfg, peers: make(map[uint64]*peer), room: -1}
+	if cfg.Doorbells > 0 {
+		m.bell.slot = int((cfg.HostID - 1) / uint64(cfg.Doorbells))
+	}
 	m.inherit(cfg.Remembered, false)
 	m.inherit(cfg.Inherited, true)
 	for _, id := range cfg.Handed {
@@ -280,9 +289,9 @@ func (m *Machine) HasReady() bool {
 		len(m.ready.TargetsDone) > 0
 }
 
-// Busy reports whether the driver should poll at its fast rate: a message
-// is queued or in flight, a write is pending, or there was traffic within
-// ActiveWindow.
+// Busy reports whether messages are flowing: a message is queued or in
+// flight, a write is pending, or there was traffic within ActiveWindow.
+// (Drivers poll by Plan: its Fast and Next.)
 func (m *Machine) Busy(now time.Time) bool {
 	// Holding messages back is not busy: the idle poll retakes them, and
 	// the driver wakes the loop when a listener registers.

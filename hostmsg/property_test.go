@@ -34,7 +34,11 @@ func TestRandomRuns(t *testing.T) {
 	t.Logf("%d seeds, %d messages", seeds, msgs)
 }
 
-func randomRun(t *testing.T, seed int64) int {
+func randomRun(t *testing.T, seed int64) int { return randomRunWith(t, seed, nil) }
+
+// randomRunWith is randomRun; setup, if set, prepares the sim before the
+// first join (doorbells).
+func randomRunWith(t *testing.T, seed int64, setup func(s *sim, faulty bool)) int {
 	ss := 512
 	if seed%3 == 0 {
 		ss = 4096
@@ -46,6 +50,9 @@ func randomRun(t *testing.T, seed int64) int {
 		s.failWrites = r.Float64() * 0.1
 		s.tornWrites = r.Float64() * 0.05
 		s.lostReads = r.Float64() * 0.1
+	}
+	if setup != nil {
+		setup(s, faulty)
 	}
 	n := 2 + r.Intn(6)
 	for id := 1; id <= n; id++ {
@@ -104,6 +111,10 @@ func randomRun(t *testing.T, seed int64) int {
 			if h := s.pick(func(h *simHost) bool { return h.alive && !h.native }); h != nil {
 				h.room = []int{-1, 0, 1}[r.Intn(3)]
 				h.m.SetRoom(h.room)
+			}
+		case x < 0.93 && faulty && s.bells != nil:
+			if h := s.pick(func(h *simHost) bool { return h.alive }); h != nil {
+				_ = s.damageBell(h.id, []string{"corrupt", "corrupt", "zero", "foreign"}[r.Intn(4)])
 			}
 		}
 		// Manual-ack listeners ack (or, in faulty runs, give back) what

@@ -8,7 +8,7 @@ import (
 	"github.com/sanlock-msg/sanlock-msg/leader"
 )
 
-// Observe takes one read of the area: every host sector in the range read
+// Observe takes one read: the host sectors read, any subset of the area
 // (ours included; it is skipped). It delivers new messages addressed to us,
 // records acks for our messages, and finishes sends.
 func (m *Machine) Observe(now time.Time, peers []Peer) {
@@ -17,6 +17,7 @@ func (m *Machine) Observe(now time.Time, peers []Peer) {
 	}
 	for i := range peers {
 		p := &peers[i]
+		m.seen(now, p.HostID)
 		if p.HostID == m.cfg.HostID {
 			continue
 		}
@@ -52,6 +53,7 @@ func (m *Machine) update(now time.Time, p *Peer) *peer {
 	if s == nil {
 		return nil
 	}
+	pp.observed = now
 	if p.Bad {
 		if s.Record.Timestamp != 0 || s.Record.OwnerID != 0 {
 			m.stats.BadSector++
@@ -59,6 +61,7 @@ func (m *Machine) update(now time.Time, p *Peer) *peer {
 		return nil
 	}
 	r := &s.Record
+	pp.ours = s.Ours()
 	if r.Timestamp != pp.ts || pp.changed.IsZero() {
 		pp.changed = now
 	}
@@ -309,6 +312,11 @@ func (m *Machine) Return(now time.Time, id MsgID) error {
 		return err
 	}
 	m.stats.Returned++
+	// The message is still on its sender's disk: read it again now.
+	if m.bell.ringers == nil {
+		m.bell.ringers = make(map[uint64]time.Time)
+	}
+	m.bell.ringers[id.Host] = now
 	o := rx.open[i]
 	if rx.seq == o.seq {
 		rx.seq = o.prev

@@ -45,6 +45,10 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 //	quiet                     run until no send is pending (≤ 10 min)
 //	acks ID                   print host ID's ack table as on disk
 //	stats ID                  print host ID's Stats
+//	doorbells D [verbose]     doorbell mode with D doorbells (before any join)
+//	ring-faults lost=P torn=P ring writes lost / torn with probability P
+//	bell ID corrupt|foreign|zero   damage host ID's doorbell sector
+//	rings ID                  print host ID's RingStats and its doorbell
 func TestScenarios(t *testing.T) {
 	files, _ := filepath.Glob("testdata/*.txt")
 	if len(files) == 0 {
@@ -197,6 +201,9 @@ func (s *sim) exec(t *testing.T, line string) []string {
 		}
 		h.nextPoll = s.now.Add(d)
 		h.nextRen = h.nextPoll
+		if h.db != nil {
+			h.db.nextDB = h.nextPoll
+		}
 		s.logf("host %d paused for %v", h.id, d)
 	case "listeners":
 		h := host(0)
@@ -259,6 +266,40 @@ func (s *sim) exec(t *testing.T, line string) []string {
 			for _, a := range sec.Ext.Acks {
 				out = append(out, fmt.Sprintf("ack host %d gen16 %d seq %d %s", a.HostID, a.Gen16, a.Seq, a.Status))
 			}
+		}
+	case "doorbells":
+		s.enableDoorbells(int(num(pos[0])))
+		s.bells.verbose = len(pos) > 1 && pos[1] == "verbose"
+	case "ring-faults":
+		for k, v := range args {
+			p, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			switch k {
+			case "lost":
+				s.bells.lost = p
+			case "torn":
+				s.bells.torn = p
+			default:
+				t.Fatalf("%q: unknown fault %q", line, k)
+			}
+		}
+	case "bell":
+		if err := s.damageBell(host(0).id, pos[1]); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+	case "rings":
+		h := host(0)
+		out = append(out, fmt.Sprintf("%+v", h.m.RingStats()))
+		db, err := leader.DecodeDoorbell(s.bellSector(s.bellIndex(h.id)))
+		if err != nil {
+			out = append(out, fmt.Sprintf("doorbell: %v", err))
+			break
+		}
+		out = append(out, fmt.Sprintf("doorbell counter %d, %d entries", db.Counter, len(db.Rings)))
+		for _, r := range db.Rings {
+			out = append(out, fmt.Sprintf("ring from %d/%d counter %d mask %#x", r.From, r.FromGen, r.Counter, r.Mask))
 		}
 	case "stats":
 		st := host(0).m.Stats()

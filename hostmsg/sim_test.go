@@ -29,6 +29,7 @@ type sim struct {
 	tornWrites float64 // probability a write is torn (half written, fails)
 	lostReads  float64 // probability a poll read fails
 	sent       map[msgKey]sentMsg
+	bells      *bells // doorbells (sim_doorbell_test.go); nil: every poll reads the area
 }
 
 // msgKey is a message's identity: sender, origin generation, seq.
@@ -82,6 +83,7 @@ type simHost struct {
 	// memory holds, per incarnation that was killed, the acks its next
 	// incarnation could inherit.
 	memory map[uint64][]leader.Ack
+	db     *dbHost // doorbell mode
 }
 
 // simJournal is one message of a durable outbox.
@@ -140,6 +142,9 @@ func (s *sim) join(id uint64, native bool) *simHost {
 		if h.durable {
 			cfg.Remembered, cfg.Handed = h.forgot, h.handed
 		}
+		if s.bells != nil {
+			cfg.Doorbells = s.bells.d
+		}
 		m, err := New(cfg)
 		if err != nil {
 			panic(err)
@@ -160,6 +165,9 @@ func (s *sim) join(id uint64, native bool) *simHost {
 		ext.Acks = inherited
 	}
 	s.write(h, Payload{Ext: ext}, true)
+	if s.bells != nil && !native {
+		s.joinDB(h)
+	}
 	s.logf("join %d gen %d native=%v", id, gen, native)
 	if h.durable && !native {
 		s.resend(h)
@@ -263,6 +271,10 @@ func (s *sim) read(h *simHost) []Peer {
 
 // step runs host h's poll (and renewal if due).
 func (s *sim) step(h *simHost) {
+	if s.bells != nil && !h.native {
+		s.stepDB(h)
+		return
+	}
 	h.nextPoll = s.now.Add(h.poll)
 	renew := !s.now.Before(h.nextRen)
 	if renew {
@@ -419,6 +431,9 @@ func (s *sim) send(h *simHost, msg Message) (uint64, error) {
 	}
 	k := msgKey{h.id, h.gen, seq}
 	s.sent[k] = sentMsg{targets: msg.Targets, tgen: msg.TargetGeneration, code: msg.Code}
+	if h.db != nil {
+		h.nextPoll = s.now // the daemon wakes its loop on a send
+	}
 	s.logf("host %d send seq %d to %v code %s", h.id, seq, msg.Targets, strings.Join(leader.CodeNames(msg.Code), ","))
 	if h.durable {
 		timeout := msg.Timeout

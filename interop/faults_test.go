@@ -476,15 +476,19 @@ func TestFaults_tornMessage(t *testing.T) {
 		}
 		// The receiver must have read the sector while it was torn for
 		// the tear to prove anything; on a loaded machine it may not
-		// have, and the tear is tried again with a new message.
+		// have, and the tear is tried again with a new message. (Between
+		// its renewals a receiver reads a sender's sector only when rung,
+		// once the write completed: tearMessage makes a tear last over
+		// one of the receiver's renewals.)
+		const tries = 3
 		for try := 1; ; try++ {
-			seen := tearMessage(t, g, tx, rx, l, label, tr.bytes, tr.hold, tr.want, uint64(1000+10*i+try))
+			seen := tearMessage(t, g, tx, rx, l, label, tr.bytes, tr.hold, tr.want, uint64(1000+100*i+try))
 			sent++
 			if seen {
 				break
 			}
-			if try == 3 {
-				t.Fatalf("%s: in 3 tries the receiver never read the sector while it was torn", label)
+			if try == tries {
+				t.Fatalf("%s: in %d tries the receiver never read the sector while it was torn", label, tries)
 			}
 			t.Logf("%s: the receiver did not read the sector while it was torn; trying again", label)
 		}
@@ -506,10 +510,23 @@ func TestFaults_tornMessage(t *testing.T) {
 func tearMessage(t *testing.T, g *faultGroup, tx, rx *fenceHost, l *stampedListener, label string,
 	bytes int, hold time.Duration, want string, data uint64) bool {
 	t.Helper()
-	// Right after a renewal, so that the next write is the message's.
-	waitFor(t, 3*renewalPeriod, "a fresh renewal of the sender", func() bool {
-		return tx.status(t).Lockspaces[0].LastRenewalAge < 0.3
-	})
+	if hold == 0 {
+		// Right after a renewal, so that the next write is the message's.
+		waitFor(t, 3*renewalPeriod, "a fresh renewal of the sender", func() bool {
+			return tx.status(t).Lockspaces[0].LastRenewalAge < 0.3
+		})
+	} else {
+		// Between its renewals the receiver reads the sender's sector only
+		// when rung, after the write completed: time the held write so
+		// that the receiver's next renewal read falls inside it, and the
+		// sender's renewal is not due before the message is written.
+		waitFor(t, 3*renewalPeriod, "the receiver's renewal in 0.2..0.5 s, not the sender's", func() bool {
+			now := time.Now()
+			rxNext := rx.status(t).Lockspaces[0].LastRenewal.Add(renewalPeriod).Sub(now)
+			txNext := tx.status(t).Lockspaces[0].LastRenewal.Add(renewalPeriod).Sub(now)
+			return rxNext >= 200*time.Millisecond && rxNext <= 500*time.Millisecond && txNext >= 150*time.Millisecond
+		})
+	}
 	before, sent0 := rx.msgStatus(t), tx.msgStatus(t)
 	badExt0 := rx.hosts(t, "LS")[uint64(tx.id)].BadExt
 	tornAt := time.Now()
@@ -549,7 +566,9 @@ func tearMessage(t *testing.T, g *faultGroup, tx, rx *fenceHost, l *stampedListe
 	if hold > 0 {
 		good = torn.Start.Add(hold)
 	} else {
-		time.Sleep(time.Until(torn.Start.Add(1500 * time.Millisecond)))
+		// Longer than a renewal interval: the receiver's renewal reads
+		// the torn sector.
+		time.Sleep(time.Until(torn.Start.Add(renewalPeriod + 500*time.Millisecond)))
 		g.disk.Heal()
 		waitFor(t, 5*time.Second, "the sender's next good write", func() bool {
 			for _, e := range g.goodWrites(tx.id) {
@@ -580,11 +599,12 @@ func tearMessage(t *testing.T, g *faultGroup, tx, rx *fenceHost, l *stampedListe
 			before.Delivered, after.Delivered, before.NativeDelivered, after.NativeDelivered)
 	}
 
-	// Did the receiver (the only other daemon) read the sector while it
-	// was torn: after the prefix landed, before the good copy did?
+	// Did the receiver read the sector while it was torn: after the
+	// prefix landed, before the good copy did? (The sender reads its own
+	// sector before each write: only the receiver's threads count.)
 	readsTorn := 0
 	for _, e := range g.disk.Events() {
-		if e.Op == "read" && e.Err == nil && e.Off <= g.sectorOff(tx.id) && e.Off+int64(e.Len) > g.sectorOff(tx.id) &&
+		if e.Op == "read" && e.Err == nil && threadOf(rx.pid, e.Pid) && e.Off <= g.sectorOff(tx.id) && e.Off+int64(e.Len) > g.sectorOff(tx.id) &&
 			e.Start.After(torn.Start.Add(5*time.Millisecond)) && e.End.Before(good.Add(-5*time.Millisecond)) {
 			readsTorn++
 		}
@@ -607,6 +627,12 @@ func tearMessage(t *testing.T, g *faultGroup, tx, rx *fenceHost, l *stampedListe
 		}
 	}
 	return true
+}
+
+// threadOf reports whether thread tid belongs to process pid.
+func threadOf(pid int, tid uint32) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", pid, tid))
+	return err == nil
 }
 
 // stampedRecord is a record a listener printed, with when the test read

@@ -75,13 +75,19 @@ func msgCluster(t *testing.T, tag string, n int) (string, []*msgDaemon) {
 // msgStatus returns the message status of d's lockspace LS.
 func (d *msgDaemon) msgStatus(t *testing.T) callback.MessageStatus {
 	t.Helper()
+	return *d.joinedLS(t).Messages
+}
+
+// joinedLS returns the status of d's lockspace LS, which must be joined.
+func (d *msgDaemon) joinedLS(t *testing.T) callback.LockspaceStatus {
+	t.Helper()
 	for _, ls := range d.status(t).Lockspaces {
 		if ls.Name == "LS" && ls.Messages != nil {
-			return *ls.Messages
+			return ls
 		}
 	}
 	t.Fatalf("daemon %s has no joined lockspace LS", d.hostName)
-	return callback.MessageStatus{}
+	return callback.LockspaceStatus{}
 }
 
 // signal sends sig to the daemon (our child, by pid).

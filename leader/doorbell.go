@@ -204,9 +204,12 @@ func (d *Doorbell) Add(from uint64, gen uint16, mask uint64, epoch uint32, capac
 }
 
 // Since returns the rings written after counter last (of the same epoch)
-// that name slot, and whether the doorbell may have lost some: its counter
-// moved further than the entries it still holds account for.
-func (d *Doorbell) Since(last uint64, slot int) (rings []Ring, gap bool) {
+// that name slot, and whether the doorbell may have lost some of those:
+// it is full (capacity entries), its oldest entry is newer than last+1, and
+// its counter moved further than the entries newer than last account for.
+// A ringer's entry replaced by its own newer one (Add) is not a loss, and a
+// doorbell that never filled up has lost nothing, so neither makes a gap.
+func (d *Doorbell) Since(last uint64, slot, capacity int) (rings []Ring, gap bool) {
 	if d.Counter <= last {
 		return nil, false
 	}
@@ -220,7 +223,8 @@ func (d *Doorbell) Since(last uint64, slot int) (rings []Ring, gap bool) {
 			rings = append(rings, r)
 		}
 	}
-	return rings, uint64(seen) < d.Counter-last
+	full := len(d.Rings) >= capacity && len(d.Rings) > 0
+	return rings, full && d.Rings[len(d.Rings)-1].Counter > (last+1)&MaxSeq && uint64(seen) < d.Counter-last
 }
 
 func allZero(b []byte) bool {

@@ -96,20 +96,33 @@ func TestDoorbellSince(t *testing.T) {
 	d.Add(2, 1, 0b0100, 9, 4) // 2: slot 2
 	d.Add(1, 1, 0b0001, 9, 4) // 3: slot 0 (the ringer's older entry covers more: kept)
 	d.Add(3, 1, 0b0001, 9, 4) // 4: slot 0
-	rings, gap := d.Since(1, 0)
+	rings, gap := d.Since(1, 0, 4)
 	if gap || len(rings) != 2 || rings[0].From != 3 || rings[1].From != 1 {
 		t.Fatalf("since 1 slot 0: %+v gap %v", rings, gap)
 	}
-	if rings, gap := d.Since(4, 0); len(rings) != 0 || gap {
+	if rings, gap := d.Since(4, 0, 4); len(rings) != 0 || gap {
 		t.Fatalf("since 4: %+v %v", rings, gap)
 	}
 	d.Add(4, 1, 0b1000, 9, 4) // 5: pushes counter 1 out
 	d.Add(5, 1, 0b1000, 9, 4) // 6: pushes counter 2 out
-	if _, gap := d.Since(0, 0); !gap {
+	if _, gap := d.Since(0, 0, 4); !gap {
 		t.Fatal("entries pushed out, no gap reported")
 	}
-	if _, gap := d.Since(2, 0); gap {
+	if _, gap := d.Since(2, 0, 4); gap {
 		t.Fatal("nothing lost since 2, gap reported")
+	}
+	if _, gap := d.Since(1, 0, 4); !gap {
+		t.Fatal("counter 2 pushed out since 1, no gap reported")
+	}
+	// A ringer that rings again replaces its entry: the counter moves
+	// further than the entries, but nothing was lost.
+	var f Doorbell
+	for range 10 {
+		f.Add(7, 1, 0b1, 9, 4)
+	}
+	f.Add(8, 1, 0b1, 9, 4)
+	if rings, gap := f.Since(0, 0, 4); gap || len(rings) != 2 {
+		t.Fatalf("repeated rings of one ringer: %+v gap %v", rings, gap)
 	}
 	// A ringer's new entry that covers its older one replaces it.
 	var e Doorbell

@@ -86,12 +86,12 @@ var lockspaceMetrics = []lsMetric{
 	{"host_id", gauge, "Our host id in the lockspace.", func(l *callback.LockspaceStatus) float64 { return float64(l.HostID) }},
 	{"generation", gauge, "Our generation (incarnation) in the lockspace; 0 while joining.", func(l *callback.LockspaceStatus) float64 { return float64(l.Generation) }},
 	{"io_timeout_seconds", gauge, "The lockspace's io_timeout.", func(l *callback.LockspaceStatus) float64 { return float64(l.IOTimeout) }},
-	{"poll_interval_seconds", gauge, "Current idle message poll interval between renewals.", func(l *callback.LockspaceStatus) float64 { return l.PollSec }},
+	{"poll_interval_seconds", gauge, "Current doorbell poll interval between renewals (0: renewals only).", func(l *callback.LockspaceStatus) float64 { return l.PollSec }},
 	{"last_renewal_timestamp_seconds", gauge, "Unix time of the start of the last successful renewal; 0 before the first.", func(l *callback.LockspaceStatus) float64 { return unix(l.LastRenewal) }},
 	{"lease_expiry_timestamp_seconds", gauge, "Unix time the lease expires without another renewal (last renewal + 8*io_timeout); the watchdog is fed for this lockspace until then.", func(l *callback.LockspaceStatus) float64 { return unix(l.Expiry) }},
 	{"renewals_total", counter, "Successful renewals of our host id.", func(l *callback.LockspaceStatus) float64 { return i64(l.Renewals) }},
 	{"renewal_failures_total", counter, "Failed renewal attempts.", func(l *callback.LockspaceStatus) float64 { return i64(l.RenewFails) }},
-	{"area_reads_total", counter, "Reads of the lockspace area (renewals and message polls).", func(l *callback.LockspaceStatus) float64 { return i64(l.Reads) }},
+	{"area_reads_total", counter, "Reads of the used part or the whole lockspace area (renewals, and scans when a doorbell lost rings).", func(l *callback.LockspaceStatus) float64 { return i64(l.Reads) }},
 	{"area_full_scans_total", counter, "Reads of the whole lockspace area.", func(l *callback.LockspaceStatus) float64 { return i64(l.FullScans) }},
 	{"sector_writes_total", counter, "Writes of our host sector after the join (renewals and messages).", func(l *callback.LockspaceStatus) float64 { return i64(l.Writes) }},
 	{"io_reads_total", counter, "Completed device reads.", func(l *callback.LockspaceStatus) float64 { return i64(l.IOReads) }},
@@ -126,6 +126,31 @@ var messageMetrics = []msgMetric{
 	{"ack_evictions_total", counter, "Ack table entries evicted from a full table.", func(m *callback.MessageStatus) float64 { return i64(m.AckEvictions) }},
 	{"ack_deferred_total", counter, "Acks that waited for a free ack table entry.", func(m *callback.MessageStatus) float64 { return i64(m.AckDeferred) }},
 	{"listener_dropped_records", gauge, "Records dropped for the current listeners because they read too slowly.", func(m *callback.MessageStatus) float64 { return float64(m.Overflows) }},
+}
+
+// doorbellMetric is a metric with one sample per lockspace that has a
+// doorbell side (joined).
+type doorbellMetric struct {
+	name, typ, help string
+	value           func(d *callback.DoorbellStatus) float64
+}
+
+// doorbellMetrics are read from DoorbellStatus. Add a line to add one.
+var doorbellMetrics = []doorbellMetric{
+	{"doorbell_polls_total", counter, "Reads of our doorbell (one sector) between renewals.", func(d *callback.DoorbellStatus) float64 { return i64(d.Polls) }},
+	{"doorbell_poll_errors_total", counter, "Reads of our doorbell that failed.", func(d *callback.DoorbellStatus) float64 { return i64(d.PollErrors) }},
+	{"doorbell_bad_total", counter, "Polls that found our doorbell torn or corrupt (ignored).", func(d *callback.DoorbellStatus) float64 { return i64(d.Bad) }},
+	{"doorbell_foreign_total", counter, "Polls that found something that is not a doorbell in our doorbell sector (ignored).", func(d *callback.DoorbellStatus) float64 { return i64(d.Foreign) }},
+	{"doorbell_rings_received_total", counter, "New rings naming us.", func(d *callback.DoorbellStatus) float64 { return i64(d.RingsReceived) }},
+	{"doorbell_gaps_total", counter, "Times our doorbell had lost rings (a scan of the area followed).", func(d *callback.DoorbellStatus) float64 { return i64(d.Gaps) }},
+	{"doorbell_rings_written_total", counter, "Doorbells of other hosts written (rung).", func(d *callback.DoorbellStatus) float64 { return i64(d.RingsWritten) }},
+	{"doorbell_targets_rung_total", counter, "Targets named by the doorbells written.", func(d *callback.DoorbellStatus) float64 { return i64(d.TargetsRung) }},
+	{"doorbell_rings_refused_total", counter, "Rings not written: the sector was not a doorbell and is never written over.", func(d *callback.DoorbellStatus) float64 { return i64(d.RingsRefused) }},
+	{"doorbell_recreated_total", counter, "Rings written over a torn or corrupt doorbell, with a new epoch.", func(d *callback.DoorbellStatus) float64 { return i64(d.Recreated) }},
+	{"doorbell_ring_errors_total", counter, "Rings that failed or were skipped.", func(d *callback.DoorbellStatus) float64 { return i64(d.RingErrors) }},
+	{"planned_reads_total", counter, "Reads of some host sectors between renewals (ringers, awaited targets, our own before a message write).", func(d *callback.DoorbellStatus) float64 { return i64(d.TargetedReads) }},
+	{"planned_read_bytes_total", counter, "Bytes of those reads.", func(d *callback.DoorbellStatus) float64 { return i64(d.TargetedBytes) }},
+	{"area_scans_total", counter, "Reads of the used area between renewals, when a doorbell lost rings.", func(d *callback.DoorbellStatus) float64 { return i64(d.Scans) }},
 }
 
 // Enumerations shown as one 0/1 sample per value, so that a state that
@@ -216,6 +241,14 @@ func Write(w io.Writer, s Snapshot) error {
 		for _, ls := range lss {
 			if ls.Messages != nil {
 				e.sample(m.name, labels{"lockspace": ls.Name}, m.value(ls.Messages))
+			}
+		}
+	}
+	for _, m := range doorbellMetrics {
+		e.family(m.name, m.typ, m.help)
+		for _, ls := range lss {
+			if ls.Doorbell != nil {
+				e.sample(m.name, labels{"lockspace": ls.Name}, m.value(ls.Doorbell))
 			}
 		}
 	}

@@ -38,6 +38,8 @@ func snapshot() Snapshot {
 					Reads: 500, FullScans: 25, Writes: 110, ReadBytes: 1 << 20, WriteBytes: 512 * 110, IOTimeouts: 1,
 					MaxReadSec: 0.25, MaxWriteSec: 0.125, PollSec: 0.25, IOReads: 503, IOWrites: 112, ReadSec: 1.5,
 					WriteSec: 0.75, LastReadSec: 0.002, LastWriteSec: 0.001,
+					Doorbell: &callback.DoorbellStatus{Index: 0, Polls: 400, Bad: 2, RingsReceived: 9, Gaps: 1, RingsWritten: 8,
+						TargetsRung: 8, RingsRefused: 1, TargetedReads: 30, TargetedBytes: 15360, Scans: 1},
 					Messages: &callback.MessageStatus{Listeners: 1, Sent: 7, SendOK: 5, SendFailed: 2, Delivered: 9,
 						TargetOutcomes: map[string]int64{"acked/delivered": 5, "timeout": 1, "acked/no-listener": 1}}},
 			},

@@ -68,7 +68,7 @@ func runDaemon(ctx context.Context, e *env, args []string) int {
 	wdTimeout := c.fs.Duration("watchdog-timeout", delta.DefaultWatchdogTimeout, "watchdog fire timeout W; must be the same on every host")
 	group := c.fs.String("group", "", "group (name or gid) allowed to change the daemon's state; the socket's group (default: the daemon's gid)")
 	mode := c.fs.String("socket-mode", "0660", "permission bits of the socket, in octal")
-	poll := c.fs.Duration("poll-interval", delta.DefaultPollInterval, "idle message poll between renewals; stretched on big areas so reads stay within sanlock's; 0 or negative: renewals only, as sanlock (slow messages)")
+	poll := c.fs.Duration("poll-interval", delta.DefaultPollInterval, "read of our doorbell between renewals (one sector); stretched on a crowded area so reads stay within sanlock's; 0 or negative: renewals only, as sanlock (no doorbells, slow messages)")
 	maxConns := c.fs.Int("max-conns", daemon.DefaultMaxConns, "most client connections of all users but root together")
 	maxPerUID := c.fs.Int("max-conns-per-uid", daemon.DefaultMaxConnsPerUID, "most client connections of one user, root included (listeners count)")
 	idle := c.fs.Duration("idle-timeout", daemon.DefaultIdleTimeout, "close a client connection that sends no request for this long (listeners excepted)")

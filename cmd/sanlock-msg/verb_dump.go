@@ -35,7 +35,13 @@ Columns: offset, lockspace, resource (the owner's host name), timestamp,
 own (owner_id), gen (owner_generation), lver, as sanlock prints them, then
 status, io (io_timeout), and, when set: event=GEN/CODE/DATA (target
 generation, code, data) with codes=NAMES, targets=IDS (bitmap), and the
-sanlock-msg extension: seq=N flags=0xF acks=HOST/GEN16/STATUS/SEQ,...`
+sanlock-msg extension: seq=N flags=0xF acks=HOST/GEN16/STATUS/SEQ,...
+
+After the hosts, one line per doorbell (spare sector after the host
+records) that is not empty (--all: every one): index, offset, status (ok,
+bad-doorbell: torn or corrupt, not-doorbell: bytes 0..3 are not zero, which
+sanlock-msg never writes over; empty with --all), and for a valid one its
+epoch, counter and entries, newest first, as FROM/GEN16#COUNTER->TARGETS.`
 
 // runDump implements `sanlock-msg dump`.
 func runDump(ctx context.Context, e *env, args []string) int {
@@ -66,6 +72,9 @@ func runDump(ctx context.Context, e *env, args []string) int {
 		if *all || v.used() {
 			d.Hosts = append(d.Hosts, v)
 		}
+	}
+	if d.Doorbells, err = readDoorbells(ctx, area, *all); err != nil {
+		return fail(e, "dump", err)
 	}
 	if *asJSON {
 		return jsonOut(e, "dump", d)
@@ -153,6 +162,8 @@ func (a areaInfo) String() string {
 type areaView struct {
 	areaInfo
 	Hosts []sectorView `json:"hosts"`
+	// Doorbells are the spare sectors after the host records.
+	Doorbells []doorbellView `json:"doorbells"`
 }
 
 // sectorView is one host sector as dump and read show it.
@@ -303,6 +314,9 @@ func (d *areaView) print(w io.Writer) {
 	fmt.Fprintln(w, dumpHeader)
 	for i := range d.Hosts {
 		fmt.Fprintln(w, d.Hosts[i].line())
+	}
+	for i := range d.Doorbells {
+		fmt.Fprintln(w, d.Doorbells[i].line())
 	}
 }
 

@@ -282,6 +282,7 @@ func TestDumpBadInput(t *testing.T) {
 func TestDumpJSONFieldNames(t *testing.T) {
 	area := eventArea(t)
 	copy(area[2*512:], msgSector(t, 512))
+	copy(area[2000*512:], ringSector(t, 512, 0x77, [3]uint64{5, 1, 0b11}))
 	path := imageWith(t, leader.MiB, 0, area)
 	out, _, _ := runCmd(t, "dump", "--json", "-s", "LS:0:"+path+":0")
 	var d map[string]any
@@ -292,11 +293,15 @@ func TestDumpJSONFieldNames(t *testing.T) {
 	host := hosts[2].(map[string]any)
 	ext := host["ext"].(map[string]any)
 	ack := ext["acks"].([]any)[0].(map[string]any)
+	bell := d["doorbells"].([]any)[0].(map[string]any)
+	ring := bell["rings"].([]any)[0].(map[string]any)
 	for _, tt := range []struct {
 		obj  map[string]any
 		want []string
 	}{
-		{d, []string{"align_size", "hosts", "lockspace", "max_hosts", "offset", "path", "sector_size"}},
+		{d, []string{"align_size", "doorbells", "hosts", "lockspace", "max_hosts", "offset", "path", "sector_size"}},
+		{bell, []string{"counter", "epoch", "index", "offset", "rings", "status"}},
+		{ring, []string{"counter", "from", "from_gen16", "targets"}},
 		{host, []string{"checksum", "event", "ext", "host_id", "io_timeout", "lockspace", "lver", "offset", "owner_generation", "owner_id", "resource", "status", "targets", "timestamp"}},
 		{host["event"].(map[string]any), []string{"code", "codes", "data", "generation"}},
 		{ext, []string{"acks", "flags", "origin_gen16", "seq", "version", "watchdog_sec"}},
@@ -315,4 +320,67 @@ func keys(m map[string]any) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// ringSector encodes a doorbell of epoch holding rings {from, gen16, mask},
+// oldest first.
+func ringSector(t *testing.T, ss int, epoch uint32, rings ...[3]uint64) []byte {
+	t.Helper()
+	var d leader.Doorbell
+	for _, r := range rings {
+		d.Add(r[0], uint16(r[1]), r[2], epoch, leader.DoorbellCapacity(ss))
+	}
+	b := make([]byte, ss)
+	if err := d.Encode(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestDumpDoorbells lists the spare sectors: a doorbell with rings (its
+// masks as host ids: doorbell 1 of 48 holds hosts 2, 50, 98...), a torn one,
+// one that is not a doorbell; empty ones only with --all; nothing written.
+func TestDumpDoorbells(t *testing.T) {
+	area := eventArea(t)
+	spare := func(i int) []byte { return area[(2000+i)*512 : (2001+i)*512] }
+	copy(spare(1), ringSector(t, 512, 0xabcd, [3]uint64{3, 1, 0b1}, [3]uint64{7, 2, 0b110}))
+	copy(spare(5), ringSector(t, 512, 0x1234, [3]uint64{3, 1, 0b1}))
+	spare(5)[40] ^= 1
+	copy(spare(47), []byte{0x10, 0x20, 0x21, 0x12})
+	path := imageWith(t, leader.MiB, 0, area)
+	before := fileSum(t, path)
+
+	d := dumpJSON(t, "-s", "LS:0:"+path+":0")
+	if len(d.Doorbells) != 3 {
+		t.Fatalf("doorbells %+v, want 3", d.Doorbells)
+	}
+	want := doorbellView{Index: 1, Offset: 2001 * 512, Status: "ok", Epoch: 0xabcd, Counter: 2, Rings: []ringView{
+		{From: 7, FromGen: 2, Counter: 2, Targets: []uint64{50, 98}},
+		{From: 3, FromGen: 1, Counter: 1, Targets: []uint64{2}},
+	}}
+	if !reflect.DeepEqual(d.Doorbells[0], want) {
+		t.Errorf("doorbell 1 = %+v, want %+v", d.Doorbells[0], want)
+	}
+	if b := d.Doorbells[1]; b.Index != 5 || b.Status != "bad-doorbell" || !strings.Contains(b.Error, "crc") || len(b.Rings) != 0 {
+		t.Errorf("torn doorbell %+v", b)
+	}
+	if b := d.Doorbells[2]; b.Index != 47 || b.Status != "not-doorbell" || b.Offset != 2047*512 {
+		t.Errorf("foreign sector %+v", b)
+	}
+	out, _, _ := runCmd(t, "dump", "-s", "LS:0:"+path+":0")
+	for _, w := range []string{
+		"doorbell 1 offset 1024512 ok epoch 0x0000abcd counter 2 entries 2: 7/2#2->50,98 3/1#1->2",
+		"doorbell 5 offset 1026560 bad-doorbell: leader: bad doorbell",
+		"doorbell 47 offset 1048064 not-doorbell: leader: not a doorbell",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("text dump lacks %q:\n%s", w, out)
+		}
+	}
+	if all := dumpJSON(t, "--all", "-s", "LS:0:"+path+":0"); len(all.Doorbells) != 48 || all.Doorbells[0].Status != "empty" {
+		t.Errorf("--all: %d doorbells, the first %+v", len(all.Doorbells), all.Doorbells[0])
+	}
+	if fileSum(t, path) != before {
+		t.Error("dump modified the image")
+	}
 }

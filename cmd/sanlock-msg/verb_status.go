@@ -12,8 +12,14 @@ Shows the daemon (pid, version, run directory, watchdog and whether it is
 being fed) and each lockspace: host id, generation, state (joining,
 joined, failed, removing), renewal health (ok, late, warn, failed), the
 last successful renewal, when the lease expires without another one
-(renewal_fail = 8*io_timeout after it), renewal counts and I/O. --json
-prints the same as one JSON object with stable snake_case fields.`
+(renewal_fail = 8*io_timeout after it), renewal counts and I/O, the
+doorbell poll interval, and a line per lockspace on its doorbell: polls of
+our doorbell (failed, bad: torn or corrupt, foreign: not a doorbell; all
+ignored), rings received and gaps (rings lost: a scan followed), rings
+written (refused over a sector that is not a doorbell, recreated over a
+torn one, failed), reads of some host sectors and scans of the area
+between renewals. --json prints the same as one JSON object with stable
+snake_case fields.`
 
 // runStatus implements `sanlock-msg status`.
 func runStatus(ctx context.Context, e *env, args []string) int {
@@ -58,6 +64,12 @@ func runStatus(ctx context.Context, e *env, args []string) int {
 	}
 	tw.Flush()
 	for _, ls := range st.Lockspaces {
+		if b := ls.Doorbell; b != nil {
+			fmt.Fprintf(e.stdout, "%s: doorbell %d: %d polls (%d failed, %d bad, %d foreign), %d rings received (%d gaps); "+
+				"%d rings written to %d targets (%d refused, %d recreated, %d failed); %d planned reads (%d bytes), %d scans\n",
+				ls.Name, b.Index, b.Polls, b.PollErrors, b.Bad, b.Foreign, b.RingsReceived, b.Gaps,
+				b.RingsWritten, b.TargetsRung, b.RingsRefused, b.Recreated, b.RingErrors, b.TargetedReads, b.TargetedBytes, b.Scans)
+		}
 		if ls.Error != "" {
 			fmt.Fprintf(e.stdout, "%s: %s\n", ls.Name, ls.Error)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/delta"
+	"github.com/sanlock-msg/sanlock-msg/hostmsg"
 )
 
 const timeoutsAbout = `
@@ -49,8 +50,8 @@ func timeoutRows(io, w time.Duration) []timeoutRow {
 		row("set_bitmap", t.SetBitmap(), "6*io", "sanlock keeps an event bit set this long"),
 		row("acquire_free", t.ShortDelay(), "2*io_o", "join of a free host id (verify delay)"),
 		row("acquire_held", t.AcquireWait()+t.ShortDelay(), "max(8*io_o+W, 8*io_o) + 2*io_o", "join of a host id last held by another host name"),
-		row("message_poll_idle", delta.DefaultPollInterval, "daemon --poll-interval", "idle message poll (stretched on big areas to stay within sanlock's read rate)"),
-		row("message_poll_busy", delta.DefaultFastPollInterval, "fast poll", "poll while a message is in flight or just arrived"),
+		row("doorbell_poll", delta.DefaultPollInterval, "daemon --poll-interval", "read of our doorbell between renewals (stretched on a crowded area to stay within sanlock's read rate)"),
+		row("ring_retry", hostmsg.DefaultRingRetry, "0.5s, doubling up to renewal_interval", "a message target whose ack is missing is rung again"),
 		row("reset_fire", resetFire, "1s after the ack", "a WD_RESET target's watchdog fires (W if the ack cannot be written)"),
 		row("fence_complete", t.RenewalInterval()+resetFire+t.HostDead(), "renewal_interval + 1s + host_dead", "worst case from WD_RESET accepted until peers see the target DEAD"),
 		row("fence_failed_after", t.Watchdog+2*t.RenewalInterval(), "W + 2*renewal_interval", "`reset` declares the fence failed if the target still renews this long after RESETTING"),
