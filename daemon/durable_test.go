@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/callback"
+	"github.com/sanlock-msg/sanlock-msg/clock"
 	"github.com/sanlock-msg/sanlock-msg/daemon"
 	"github.com/sanlock-msg/sanlock-msg/delta"
 	"github.com/sanlock-msg/sanlock-msg/leader"
@@ -456,5 +458,53 @@ func TestMessages_damagedExtension(t *testing.T) {
 	noRecord(t, reg, 2*time.Second)
 	if m := messages(t, p.cb); m.BadExt == 0 || m.NativeDelivered != 0 || m.Delivered != 1 {
 		t.Errorf("receiver's status %+v, want bad extensions counted, one delivery, no native one", m)
+	}
+}
+
+// TestSender_areaReinitialised: after `init` over the lockspace area every
+// generation starts from 1 again, so old message ids would come back. The
+// daemon retires the old outbox and marks (kept beside, for reading): an
+// old unfinished message is not sent again, the new message with the same
+// id is accepted, and result answers for the new one.
+func TestSender_areaReinitialised(t *testing.T) {
+	t.Parallel()
+	a, b, rx, _ := twoNodes(t)
+	ctx := ctxT(t, time.Minute)
+	// A message that host 2 never acks: host 2 is killed first.
+	b.kill()
+	if _, err := a.c.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0}); err != nil {
+		t.Fatal(err)
+	}
+	a.kill()
+	geo, _ := leader.DefaultGeometry(512)
+	if err := delta.Init(ctx, delta.NewIO(rx, clock.Real{}), delta.InitOptions{Name: "LS", Geometry: geo,
+		IOTimeout: time.Second, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	a.start()
+	b.start()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); b.join() }()
+	a.join()
+	wg.Wait()
+	waitHostState(t, a.c, 2, "LIVE")
+	reg := b.register(false)
+	res := <-sendWait(ctx, t, a)
+	if res.err != nil || !res.r.OK || res.r.ID != "1:1:1" {
+		t.Fatalf("send after the re-init: %+v, %v; want 1:1:1 acked", res.r, res.err)
+	}
+	rec := nextRecord(t, reg, 10*time.Second)
+	if rec.ID != "1:1:1" || rec.Redelivered {
+		t.Fatalf("record %+v, want the new 1:1:1", rec)
+	}
+	noRecord(t, reg, 2*time.Second) // the old message is not sent again
+	got, err := a.c.Result(ctx, "LS", "1:1:1")
+	if err != nil || got.State != "done" || !got.OK || !got.QueuedAt.Equal(res.r.QueuedAt) {
+		t.Fatalf("result 1:1:1: %+v, %v; want the new message, done", got, err)
+	}
+	retired, _ := filepath.Glob(filepath.Join(a.state, "lockspaces", "*", "host-1", "outbox.retired-*"))
+	if len(retired) != 1 {
+		t.Fatalf("retired outboxes %v, want one", retired)
 	}
 }

@@ -38,6 +38,10 @@ type messenger struct {
 	// outbox and marks are the durable state (nil without a state dir).
 	outbox *state.Outbox
 	marks  *state.Marks
+	// stateDir is their directory; stateErr says why they could not be
+	// reopened after the area was re-initialised (sends are then refused).
+	stateDir string
+	stateErr error
 
 	mu       sync.Mutex
 	m        *hostmsg.Machine // nil until Joined
@@ -73,7 +77,11 @@ func (d *Daemon) newMessenger(name string, hostID uint64, io time.Duration) *mes
 
 // openState opens the lockspace's durable outbox and receive marks.
 func (ms *messenger) openState(st *state.Store) error {
-	dir := st.Dir(ms.name, ms.hostID)
+	return ms.openStateDir(st.Dir(ms.name, ms.hostID))
+}
+
+// openStateDir opens the durable outbox and receive marks in dir.
+func (ms *messenger) openStateDir(dir string) error {
 	o, err := state.OpenOutbox(dir, 0, ms.log)
 	if err != nil {
 		return err
@@ -83,8 +91,41 @@ func (ms *messenger) openState(st *state.Store) error {
 		o.Close()
 		return err
 	}
-	ms.outbox, ms.marks = o, mk
+	ms.outbox, ms.marks, ms.stateDir = o, mk, dir
 	return nil
+}
+
+// checkAreaLocked retires the durable state of an area that was
+// re-initialised since our last join (state.Reinitialised): its unfinished
+// messages end failed, and the outbox and marks start empty, so that no
+// old message id or receive mark is taken for a new one. It then records
+// our generation. Callers hold mu.
+func (ms *messenger) checkAreaLocked(now time.Time, generation uint64) {
+	if ms.stateDir == "" {
+		return
+	}
+	if reinit, old := state.Reinitialised(ms.stateDir, generation); reinit {
+		ms.log.Warn("the lockspace area was re-initialised since our last join: the durable outbox and receive marks of the old area are retired",
+			"generation", generation, "recorded", old)
+		for _, f := range ms.outbox.Unfinished() {
+			ms.failJournaled(now, f, "restarted", fmt.Sprintf("not sent again: the lockspace area was re-initialised (our generation %d, %d before)", generation, old))
+		}
+		ms.closeState()
+		moved, err := state.Retire(ms.stateDir, now.UTC().Format("20060102T150405Z"))
+		if err == nil {
+			err = ms.openStateDir(ms.stateDir)
+		}
+		if err != nil {
+			// Without a journal sends are refused rather than lost.
+			ms.log.Error("cannot start a new durable outbox; sends are refused", "err", err)
+			ms.outbox, ms.marks, ms.stateErr = nil, nil, err
+			return
+		}
+		ms.log.Info("old durable state kept for reading", "files", moved)
+	}
+	if err := state.RecordGeneration(ms.stateDir, generation); err != nil {
+		ms.log.Error("cannot record our generation in the state directory", "err", err)
+	}
 }
 
 // closeState closes the durable state once the lockspace is gone.
@@ -114,6 +155,7 @@ func (ms *messenger) Joined(hostID, generation uint64, geo leader.Geometry) {
 	_, none := ms.d.wdev.(watchdog.None)
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
+	ms.checkAreaLocked(ms.d.clk.Now(), generation)
 	cfg := hostmsg.Config{
 		// A send to a live target ends by host_dead at the latest.
 		SendTimeout:   t.HostDead() + t.RenewalInterval(),
@@ -548,6 +590,10 @@ func (ms *messenger) send(now time.Time, msg hostmsg.Message, wait bool) (sendTi
 	if ms.m == nil || ms.stopped {
 		ms.mu.Unlock()
 		return sendTicket{}, fmt.Errorf("%w: lockspace %s is not joined yet", callback.ErrNotJoined, ms.name)
+	}
+	if ms.stateErr != nil {
+		ms.mu.Unlock()
+		return sendTicket{}, fmt.Errorf("%w: %v", errJournal, ms.stateErr)
 	}
 	msg.Hold = ms.outbox != nil
 	seq, err := ms.m.Send(now, msg)

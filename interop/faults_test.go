@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -535,7 +534,9 @@ func tearMessage(t *testing.T, g *faultGroup, tx, rx *fenceHost, l *stampedListe
 		g.disk.Inject(g.hostFault(tx.id, delta.Fault{Kind: delta.FaultEIO, Op: "write"}))
 	}
 	out := tx.mustCLI(t, "send", "-s", "LS", "-i", fmt.Sprint(rx.id), "-c", "user0", "--data", fmt.Sprint(data))
-	seq, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(out, "seq ")), 10, 64)
+	var seq uint64
+	var id string
+	_, err := fmt.Sscanf(strings.TrimSpace(out), "seq %d id %s", &seq, &id)
 	if err != nil {
 		t.Fatalf("%s: send printed %q: %v", label, out, err)
 	}

@@ -108,3 +108,56 @@ func unescape(s string) (string, bool) {
 	}
 	return b.String(), true
 }
+
+// GenerationName is the file, in a lockspace's directory, that records our
+// generation at the last join.
+const GenerationName = "generation"
+
+// Reinitialised reports whether the lockspace area was re-initialised
+// since the last join recorded in dir: generations only go up, so a join
+// that gives gen not above the one recorded means the area is new
+// (`sanlock direct init` or `sanlock-msg init` ran over it) and every host's
+// generations start again from 1. Message ids (HOST:ORIGIN:SEQ) and receive
+// marks kept for the old area would then be taken for new messages. It
+// also returns the generation recorded (0 if none).
+func Reinitialised(dir string, gen uint64) (bool, uint64) {
+	b, err := os.ReadFile(filepath.Join(dir, GenerationName))
+	if err != nil {
+		return false, 0
+	}
+	old, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return false, 0
+	}
+	return gen <= old, old
+}
+
+// RecordGeneration records gen as our generation at the last join in dir.
+func RecordGeneration(dir string, gen uint64) error {
+	if err := writeAtomic(filepath.Join(dir, GenerationName), []byte(strconv.FormatUint(gen, 10)+"\n")); err != nil {
+		return fmt.Errorf("state: record generation: %w", err)
+	}
+	return nil
+}
+
+// Retire moves the outbox journal and the receive marks of dir aside
+// (NAME.retired-SUFFIX) once they are closed, so that the next Open starts
+// empty; the old files stay for a human to read. It returns the new paths.
+func Retire(dir, suffix string) ([]string, error) {
+	var moved []string
+	for _, name := range []string{OutboxName, MarksName} {
+		from := filepath.Join(dir, name)
+		to := from + ".retired-" + suffix
+		if err := os.Rename(from, to); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return moved, fmt.Errorf("state: retire %s: %w", name, err)
+		}
+		moved = append(moved, to)
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return moved, fmt.Errorf("state: retire: %w", err)
+	}
+	return moved, nil
+}
