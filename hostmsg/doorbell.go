@@ -290,13 +290,7 @@ func (m *Machine) planTarget(now time.Time, o *outMsg, t *target, p *Plan) {
 // as soon as it can be taken: their rings were consumed, so only a re-ring
 // or a renewal would find it otherwise.
 func (m *Machine) planHeld(now time.Time, p *Plan) {
-	var held []uint64
-	for id, pp := range m.peers {
-		if pp.held != 0 {
-			held = append(held, id)
-		}
-	}
-	if len(held) == 0 {
+	if len(m.heldBy) == 0 {
 		return
 	}
 	switch {
@@ -305,7 +299,9 @@ func (m *Machine) planHeld(now time.Time, p *Plan) {
 	case m.listeners > 0 && m.room == 0:
 		// The driver updates the room (SetRoom) before its next Plan.
 	default:
-		p.Read = append(p.Read, held...)
+		for id := range m.heldBy {
+			p.Read = append(p.Read, id)
+		}
 	}
 }
 

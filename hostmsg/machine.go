@@ -72,6 +72,7 @@ type Machine struct {
 	// down: the first Observe settles them from the acks on disk.
 	expired   []*outMsg
 	peers     map[uint64]*peer
+	heldBy    map[uint64]struct{} // senders whose message we hold back
 	listeners int
 	room      int       // deliveries the driver can take now; < 0: no limit
 	start     time.Time // first Observe: the listener grace counts from it

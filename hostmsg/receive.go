@@ -26,11 +26,7 @@ func (m *Machine) Observe(now time.Time, peers []Peer) {
 			m.receive(now, p, pp)
 		}
 	}
-	holding := false
-	for _, pp := range m.peers {
-		holding = holding || pp.held != 0
-	}
-	if holding != m.holding {
+	if holding := len(m.heldBy) > 0; holding != m.holding {
 		m.holding = holding
 		m.changed()
 	}
@@ -143,13 +139,14 @@ func (m *Machine) receive(now time.Time, p *Peer, pp *peer) {
 	s := p.Sector
 	r := &s.Record
 	if r.OwnerID != p.HostID || r.Timestamp == 0 || !s.Bitmap.Test(m.cfg.HostID) {
-		pp.native, pp.held = nil, 0 // an episode ends when the bit goes away
+		pp.native = nil // an episode ends when the bit goes away
+		m.setHeld(pp, 0)
 		return
 	}
 	code := r.WriteGeneration
 	if code == 0 {
 		// A bit without an event is a sanlock resource request.
-		pp.held = 0
+		m.setHeld(pp, 0)
 		return
 	}
 	gen := r.OwnerGeneration
@@ -165,20 +162,20 @@ func (m *Machine) receive(now time.Time, p *Peer, pp *peer) {
 			m.hold(pp, 1)
 			return
 		}
-		pp.held = 0
+		m.setHeld(pp, 0)
 		pp.native = &ep
 		return
 	}
 	seq := s.Ext.Seq
 	if seq == 0 {
-		pp.held = 0
+		m.setHeld(pp, 0)
 		return
 	}
 	o16 := s.Ext.Origin
 	rx := pp.rxFor(now, o16)
 	ackable := code&leader.EventSeqData == 0
 	if seq <= rx.seq {
-		pp.held = 0
+		m.setHeld(pp, 0)
 		m.stats.Duplicates++
 		if ackable && rx.acked >= seq {
 			m.ensureAck(now, p.HostID, o16, rx.acked, rx.status)
@@ -191,7 +188,7 @@ func (m *Machine) receive(now time.Time, p *Peer, pp *peer) {
 		m.hold(pp, seq)
 		return
 	}
-	pp.held = 0
+	m.setHeld(pp, 0)
 	if d.Redelivered {
 		m.stats.Redelivered++
 	}
@@ -212,13 +209,28 @@ func (m *Machine) receive(now time.Time, p *Peer, pp *peer) {
 	m.settle(now, p.HostID, o16, rx)
 }
 
+// setHeld records that pp's message seq is held back (0: none), keeping
+// m.heldBy, the set of such senders, so that no pass over every peer is
+// needed per read or per plan.
+func (m *Machine) setHeld(pp *peer, seq uint64) {
+	pp.held = seq
+	if seq == 0 {
+		delete(m.heldBy, pp.id)
+		return
+	}
+	if m.heldBy == nil {
+		m.heldBy = make(map[uint64]struct{})
+	}
+	m.heldBy[pp.id] = struct{}{}
+}
+
 // hold leaves a message unprocessed on its sender's disk for now, counting
 // it once.
 func (m *Machine) hold(pp *peer, seq uint64) {
 	if pp.held != seq {
 		m.stats.HeldBack++
 	}
-	pp.held = seq
+	m.setHeld(pp, seq)
 }
 
 // accept decides what happens to a new message: it sets d's status and
