@@ -475,13 +475,7 @@ func (s *slot) run() {
 		if s.manual {
 			args = append(args, "--manual-ack")
 		}
-		cmd := exec.Command(s.h.c.bin, args...)
-		var errb bytes.Buffer
-		cmd.Stderr = &errb
-		out, err := cmd.StdoutPipe()
-		if err == nil {
-			err = cmd.Start()
-		}
+		cmd, out, errb, err := startPiped(s.h.c.bin, args)
 		if err != nil {
 			s.h.c.t.Errorf("listener %s: %v", s.name, err)
 			return
@@ -597,13 +591,7 @@ func (s *sender) targets() []uint64 {
 // send runs one send and logs what it printed; it reports whether the
 // message was accepted (send printed its id).
 func (s *sender) send(op int, targets []uint64, data uint64, args []string) (accepted bool) {
-	cmd := exec.Command(s.h.c.bin, args...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	out, err := cmd.StdoutPipe()
-	if err == nil {
-		err = cmd.Start()
-	}
+	cmd, out, errb, err := startPiped(s.h.c.bin, args)
 	if err != nil {
 		s.log.Add(Event{Kind: KindEnd, Client: s.name, Op: op, Host: s.h.id, Exit: -1, Err: err.Error()})
 		return false
@@ -669,6 +657,18 @@ func (s *sender) abandon() {
 		s.abandoned = true
 		s.cmd.Process.Kill()
 	}
+}
+
+// startPiped starts bin with args, its stdout to be read from out, its
+// stderr kept in errb (read it after cmd.Wait).
+func startPiped(bin string, args []string) (cmd *exec.Cmd, out io.Reader, errb *bytes.Buffer, err error) {
+	cmd = exec.Command(bin, args...)
+	errb = new(bytes.Buffer)
+	cmd.Stderr = errb
+	if out, err = cmd.StdoutPipe(); err == nil {
+		err = cmd.Start()
+	}
+	return cmd, out, errb, err
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

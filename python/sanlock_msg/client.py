@@ -338,42 +338,42 @@ class Client:
             raise ProtocolError("connection closed", op=op)
         req = {"v": PROTOCOL_VERSION, "op": op}
         req.update({k: v for k, v in fields.items() if v is not None})
-        try:
-            self._sock.sendall(json.dumps(req).encode() + b"\n")
-        except socket.timeout:
-            self.close()
-            raise Cancelled("%s: no answer within %ss" % (op, self.timeout), op=op) from None
-        except OSError as e:
-            self.close()
-            raise ProtocolError("%s: %s" % (op, e), op=op) from None
+        self._io(op, lambda: self._sock.sendall(json.dumps(req).encode() + b"\n"))
         while True:
-            resp = self._response(op)
+            line = self._io(op, self._line)
+            try:
+                resp = json.loads(line)
+            except ValueError as e:
+                self.close()
+                raise ProtocolError("%s: bad response: %s" % (op, e), op=op) from None
             if not resp.get("ok"):
                 raise _error(resp.get("error") or "failed", resp.get("code", "internal"), op)
             if interim is None or not interim(resp):
                 return resp
 
-    def _response(self, op):
-        """Read one response line; any failure closes the connection."""
+    def _line(self):
+        """Read one response line (blocking, per the socket's timeout)."""
+        while True:
+            line = self._lines.pop()
+            if line is not None:
+                return line
+            if not self._lines.fill():
+                raise EOFError
+
+    def _io(self, op, fn):
+        """Run fn, an exchange on the socket; any failure closes the
+        connection, so that a late answer is never taken for another."""
         try:
-            while True:
-                line = self._lines.pop()
-                if line is not None:
-                    break
-                if not self._lines.fill():
-                    self.close()
-                    raise ProtocolError("the daemon closed the connection", op=op)
+            return fn()
         except socket.timeout:
             self.close()
             raise Cancelled("%s: no answer within %ss" % (op, self.timeout), op=op) from None
+        except EOFError:
+            self.close()
+            raise ProtocolError("the daemon closed the connection", op=op) from None
         except OSError as e:
             self.close()
             raise ProtocolError("%s: %s" % (op, e), op=op) from None
-        try:
-            return json.loads(line)
-        except ValueError as e:
-            self.close()
-            raise ProtocolError("%s: bad response: %s" % (op, e), op=op) from None
 
     def send(self, lockspace, targets, code, data=None, wait=False, timeout=None, generation=0, seq=0,
              on_accept=None):
