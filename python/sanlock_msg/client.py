@@ -477,8 +477,8 @@ class Registration:
     this client calls ack() for its record (those with ack_needed), after
     handling it (written, stored); records not acked when the registration
     ends are delivered again to the next listener, with the same id and
-    redelivered set. Without it, a message is acked as soon as the daemon
-    has queued it for this client.
+    redelivered set. Without it, a message is acked once the daemon has
+    written it to this client's connection.
     """
 
     def __init__(self, lockspace, run_dir_path=None, timeout=None, manual_ack=False):
