@@ -1,6 +1,6 @@
 // Package torture is issue 11's crash torture and its history checker.
 //
-// The torture (torture_test.go) runs several sanlock-msg daemons on one
+// The torture (torture_test.go) runs six sanlock-msg daemons on one
 // image, as real processes, while clients send streams of messages (with
 // and without --wait, to one host and to several) and listen (with and
 // without --manual-ack), and kills daemons, listeners and waiting senders

@@ -32,21 +32,21 @@ const lockspace = "LS"
 
 // config is a torture run's shape.
 type config struct {
+	hosts       int   // daemons
 	daemonKills int   // SIGKILLs of daemons to reach
 	seed        int64 // of every random choice
 	durable     bool  // false: --state-dir none (the checker must then find losses)
 	logDir      string
 }
 
-// layout of the hosts: which listener slots each has. Slots whose name
-// ends in "m" ack by hand (listen --manual-ack); the killer kills their
-// listeners only on hosts that also have an auto-ack slot, so that a
-// listener is always registered and no message is acked "no-listener".
-var layout = [][]string{
-	{"1.m", "1.a"},
-	{"2.m"},
-	{"3.a"},
-	{"4.m", "4.a"},
+// slots returns host id's listener slots: a manual-ack one ("ID.m",
+// listen --manual-ack) and an auto-ack one ("ID.a"), or only one of them,
+// in turn. The killer kills manual-ack listeners only on hosts that also
+// have an auto-ack one, so that a listener is always registered and no
+// message is acked "no-listener".
+func slots(id uint64) []string {
+	m, a := fmt.Sprintf("%d.m", id), fmt.Sprintf("%d.a", id)
+	return [][]string{{m, a}, {m}, {a}}[(id-1)%3]
 }
 
 type cluster struct {
@@ -81,6 +81,12 @@ type host struct {
 	// this host acked, when a listener elsewhere prints a message from
 	// this host: the killer kills right after one of them.
 	printed, accepted, acked, arrived chan struct{}
+
+	// counters sums the daemon's message counters over its incarnations,
+	// as last polled (what an incarnation counted after its last poll
+	// before a kill is missed: they are at least these).
+	counters, polled counters
+	polledInc        int
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd     // the running daemon; nil while down
@@ -126,7 +132,7 @@ func newCluster(t *testing.T, cfg config) *cluster {
 		t.Fatalf("init: %v: %s", err, out)
 	}
 	c.events = c.mustLog("cluster")
-	for i, slots := range layout {
+	for i := range cfg.hosts {
 		id := uint64(i + 1)
 		// Short: a socket path must fit in 108 bytes.
 		dir, err := os.MkdirTemp("", "slt-")
@@ -142,7 +148,7 @@ func newCluster(t *testing.T, cfg config) *cluster {
 		h := &host{c: c, id: id, name: fmt.Sprintf("torture-%d", id), runDir: dir, stateDir: filepath.Join(dir, "state"),
 			daemonLog: f, printed: make(chan struct{}, 1), accepted: make(chan struct{}, 1), acked: make(chan struct{}, 1),
 			arrived: make(chan struct{}, 1)}
-		for _, s := range slots {
+		for _, s := range slots(id) {
 			h.slots = append(h.slots, &slot{h: h, name: s, manual: strings.HasSuffix(s, "m"), log: c.mustLog("listen-" + s)})
 		}
 		c.hosts = append(c.hosts, h)
@@ -441,6 +447,53 @@ func (h *host) up() (running, joined bool) {
 	return h.cmd != nil, h.joined
 }
 
+// counters are the daemon counters the torture reports: how often the
+// paths it means to exercise were taken.
+type counters struct {
+	AckEvictions, AckDeferred, Inherited, Redelivered, Returned, HeldBack, Duplicates int64
+}
+
+func (a *counters) add(b counters) {
+	a.AckEvictions += b.AckEvictions
+	a.AckDeferred += b.AckDeferred
+	a.Inherited += b.Inherited
+	a.Redelivered += b.Redelivered
+	a.Returned += b.Returned
+	a.HeldBack += b.HeldBack
+	a.Duplicates += b.Duplicates
+}
+
+// poll adds what the current incarnation counted since the last poll.
+// Only the killer's goroutine calls it.
+func (h *host) poll(ctx context.Context) {
+	h.mu.Lock()
+	inc, joined := h.inc, h.joined
+	h.mu.Unlock()
+	if !joined {
+		return
+	}
+	st, err := h.status(ctx)
+	if err != nil {
+		return
+	}
+	if inc != h.polledInc {
+		h.counters.add(h.polled)
+		h.polled, h.polledInc = counters{}, inc
+	}
+	h.polled = counters{AckEvictions: st.AckEvictions, AckDeferred: st.AckDeferred, Inherited: st.Inherited,
+		Redelivered: st.Redelivered, Returned: st.Returned, HeldBack: st.HeldBack, Duplicates: st.Duplicates}
+}
+
+// counted returns the counters summed over every host and incarnation.
+func (c *cluster) counted() counters {
+	var sum counters
+	for _, h := range c.hosts {
+		sum.add(h.counters)
+		sum.add(h.polled)
+	}
+	return sum
+}
+
 // status returns the lockspace's message status from the running daemon.
 func (h *host) status(ctx context.Context) (*callback.MessageStatus, error) {
 	cl, err := callback.Dial(ctx, h.runDir)
@@ -701,6 +754,9 @@ func (c *cluster) killer(ctx context.Context) {
 	kills := 0
 	for kills < c.cfg.daemonKills && ctx.Err() == nil {
 		sleepCtx(ctx, c.rand(300*time.Millisecond, 1500*time.Millisecond))
+		for _, h := range c.hosts {
+			h.poll(ctx)
+		}
 		switch n := c.intn(20); {
 		case n < 15:
 			var cands []*host

@@ -11,6 +11,8 @@ import (
 var (
 	flagKills = flag.Int("torture.kills", 8,
 		"daemons to kill -9 (crash points); CI runs the default, the long run 200 or more")
+	flagHosts = flag.Int("torture.hosts", 6,
+		"daemons (host ids 1..N); with six or more, a receiver's four-entry ack table (512-byte sectors) overflows into its receive marks")
 	flagSeed = flag.Int64("torture.seed", 0, "seed of every random choice (0: from the clock; the log says which)")
 	flagKeep = flag.String("torture.keep", "",
 		"write the clients' logs and the daemons' logs into this directory (created) and keep them")
@@ -18,8 +20,8 @@ var (
 		"run the daemons with --state-dir none, without durability: the checker must find losses (this run fails)")
 )
 
-// TestTorture is issue 11's crash torture (see the package doc): four
-// daemons on one image, each host sending to one, two or all the others,
+// TestTorture is issue 11's crash torture (see the package doc):
+// -torture.hosts daemons on one image, each host sending to one, two or all the others,
 // with and without --wait, and listening with and without --manual-ack;
 // daemons, manual-ack listeners and waiting sends killed with SIGKILL at
 // random points until -torture.kills daemons were killed, each daemon
@@ -37,8 +39,8 @@ func TestTorture(t *testing.T) {
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config{daemonKills: *flagKills, seed: seed, durable: !*flagNoState, logDir: dir}
-	t.Logf("seed %d, %d daemon kills, durable %v, logs in %s", seed, cfg.daemonKills, cfg.durable, dir)
+	cfg := config{hosts: *flagHosts, daemonKills: *flagKills, seed: seed, durable: !*flagNoState, logDir: dir}
+	t.Logf("seed %d, %d hosts, %d daemon kills, durable %v, logs in %s", seed, cfg.hosts, cfg.daemonKills, cfg.durable, dir)
 	c := newCluster(t, cfg)
 	start := time.Now()
 	defer c.teardown()
@@ -69,6 +71,9 @@ func TestTorture(t *testing.T) {
 		t.Errorf("final results: %v", err)
 	}
 	cancel()
+	for _, h := range c.hosts {
+		h.poll(context.Background())
+	}
 	c.teardown()
 	took := time.Since(start)
 
@@ -78,6 +83,7 @@ func TestTorture(t *testing.T) {
 	}
 	r := Check(evs, Options{NoFailures: true})
 	t.Logf("torture: %s; took %v", r.Summary(), took.Round(time.Second))
+	t.Logf("daemon counters, at least: %+v", c.counted())
 	if r.Kills[KillDaemon] < cfg.daemonKills {
 		t.Errorf("%d daemon kills, want %d", r.Kills[KillDaemon], cfg.daemonKills)
 	}
