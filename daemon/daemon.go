@@ -162,6 +162,90 @@ type Daemon struct {
 	// taken before a messenger's.
 	resetMu      sync.Mutex
 	resetPending string
+
+	// held are the lockspaces whose expiry the watchdog guards, as
+	// RUN_DIR/lockspaces-held records them (watchdog.WriteHeld): added at
+	// a join's first renewal, removed by a clean release only.
+	heldMu sync.Mutex
+	held   map[string]bool
+}
+
+// checkHeld turns a held file of this boot (watchdog.WriteHeld), left by a
+// daemon that was killed or crashed while the watchdog guarded its
+// lockspaces, into a pending reset: its peers will consider this host dead
+// when its watchdog should have fired, so a new daemon must not feed it.
+// A held file of an earlier boot is cleared (the host did reset).
+func (d *Daemon) checkHeld() error {
+	held, err := watchdog.LoadHeld(d.cfg.RunDir)
+	if err != nil {
+		return fmt.Errorf("daemon: %w; refusing to start rather than feed a host that may have to reset", err)
+	}
+	if held == nil {
+		return nil
+	}
+	if held.ThisBoot(d.bootID) {
+		reason := fmt.Sprintf("the previous daemon (pid %d) stopped without releasing lockspaces %s (killed, crashed, or a lockspace had failed): its peers will consider this host dead when its watchdog would have fired, so the watchdog must fire",
+			held.PID, strings.Join(held.Lockspaces, ", "))
+		if err := watchdog.WriteMarkerBoot(d.cfg.RunDir, reason, d.bootID); err != nil {
+			return fmt.Errorf("daemon: %w; refusing to start rather than feed a host that must reset", err)
+		}
+	} else {
+		d.log.Warn("lockspaces held before an earlier boot: the host did reset; clearing the record",
+			"lockspaces", held.Lockspaces, "held_boot_id", held.BootID, "boot_id", d.bootID)
+	}
+	if err := watchdog.ClearHeld(d.cfg.RunDir); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	return nil
+}
+
+// holdLockspace records, at a join's first renewal, that the watchdog
+// guards lockspace name (nothing to record without a watchdog). It runs in
+// the lockspace loop once per join: a write of a small file in the run
+// directory (a tmpfs).
+func (d *Daemon) holdLockspace(name string) {
+	if _, none := d.wdev.(watchdog.None); none {
+		return
+	}
+	d.heldMu.Lock()
+	defer d.heldMu.Unlock()
+	if d.held[name] {
+		return
+	}
+	if d.held == nil {
+		d.held = make(map[string]bool)
+	}
+	d.held[name] = true
+	d.writeHeldLocked()
+}
+
+// releaseHeld forgets lockspace name after its clean release.
+func (d *Daemon) releaseHeld(name string) {
+	d.heldMu.Lock()
+	defer d.heldMu.Unlock()
+	if !d.held[name] {
+		return
+	}
+	delete(d.held, name)
+	d.writeHeldLocked()
+}
+
+func (d *Daemon) writeHeldLocked() {
+	var err error
+	if len(d.held) == 0 {
+		err = watchdog.ClearHeld(d.cfg.RunDir)
+	} else {
+		names := make([]string, 0, len(d.held))
+		for n := range d.held {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		err = watchdog.WriteHeld(d.cfg.RunDir, os.Getpid(), names, d.bootID)
+	}
+	if err != nil {
+		d.log.Error("cannot record which lockspaces the watchdog guards; a daemon restarted after a crash could feed a host that must reset",
+			"err", err)
+	}
 }
 
 // setResetPending latches a reset: no lockspace may be joined any more.
@@ -292,6 +376,9 @@ func (d *Daemon) start() error {
 		d.log.Warn("NO STATE DIRECTORY (--state-dir none): sends are kept in memory only; a daemon crash loses the queued ones, and a restarted receiver may deliver again what it acked just before")
 	}
 
+	if err := d.checkHeld(); err != nil {
+		return err
+	}
 	pol := watchdog.NewPolicy()
 	marker, err := watchdog.LoadMarker(d.cfg.RunDir)
 	if err != nil {
@@ -602,6 +689,7 @@ func (d *Daemon) join(ctx context.Context, m *member) {
 			Messenger:    m.msg,
 			OnRenewal: func(ev delta.RenewalEvent) {
 				if ev.OK {
+					d.holdLockspace(name)
 					d.keeper.SetExpiry(name, ev.Expiry)
 				}
 			},
@@ -750,6 +838,7 @@ func (d *Daemon) remove(ctx context.Context, m *member) (warning string, err err
 		return "", fmt.Errorf("%w: rem_lockspace %s: %v; lockspace removed, its lease left to expire and its watchdog expiry kept", callback.ErrIO, name, err)
 	}
 	d.keeper.Remove(name)
+	d.releaseHeld(name)
 	forget()
 	d.log.Info("lockspace removed", "lockspace", name, "host_id", m.spec.HostID)
 	return "", nil

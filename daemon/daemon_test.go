@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -481,5 +482,84 @@ func TestDial_noDaemon(t *testing.T) {
 	_, err := callback.Dial(context.Background(), dir)
 	if !errors.Is(err, callback.ErrNoDaemon) || !strings.Contains(err.Error(), "no daemon at "+callback.SocketPath(dir)) {
 		t.Fatalf("got %v, want ErrNoDaemon naming the socket", err)
+	}
+}
+
+// TestDaemon_killedHolding: a daemon killed (as kill -9) while its watchdog
+// guards a lockspace leaves RUN_DIR/lockspaces-held, and the next daemon on
+// that run directory must not feed the watchdog: its peers will consider
+// the host dead when the old keepalives run out. A daemon that released
+// its lockspace cleanly before it was killed leaves nothing: the next one
+// feeds and joins as usual.
+func TestDaemon_killedHolding(t *testing.T) {
+	t.Parallel()
+	for _, clean := range []bool{false, true} {
+		t.Run(fmt.Sprintf("released=%v", clean), func(t *testing.T) {
+			t.Parallel()
+			ds := newDevices()
+			ds.lockspace(t, "img", "LS")
+			dir := t.TempDir()
+			start := func() (*daemon.Daemon, chan error, *callback.Client) {
+				d, err := daemon.New(daemon.Config{RunDir: dir, StateDir: t.TempDir(),
+					Watchdog: "fake:" + filepath.Join(t.TempDir(), "wd"), WatchdogTimeout: 3 * time.Second,
+					OpenDevice: ds.open, Logger: testLogger(t), HostName: "host-a"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan error, 1)
+				go func() { done <- d.Run(context.Background()) }()
+				<-d.Ready()
+				c, err := callback.Dial(context.Background(), dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				return d, done, c
+			}
+			d, done, c := start()
+			if _, err := c.AddLockspace(ctxT(t, time.Minute), "LS:1:img:0", callback.AddOptions{IOTimeout: time.Second}); err != nil {
+				t.Fatal(err)
+			}
+			if clean {
+				if _, err := c.RemLockspace(ctxT(t, time.Minute), "LS"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d.Kill()
+			<-done
+
+			d2, done2, c2 := start()
+			st, err := c2.Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if clean {
+				if !st.Watchdog.Feeding || st.Watchdog.Reset {
+					t.Fatalf("after a clean release: watchdog %+v, want feeding", st.Watchdog)
+				}
+				if _, err := c2.AddLockspace(ctxT(t, time.Minute), "LS:1:img:0", callback.AddOptions{IOTimeout: time.Second}); err != nil {
+					t.Fatal(err)
+				}
+				if err := d2.Shutdown(context.Background(), true); err != nil {
+					t.Fatal(err)
+				}
+				<-done2
+				return
+			}
+			if st.Watchdog.Feeding || !st.Watchdog.Reset || !strings.Contains(st.Watchdog.Decision, "without releasing lockspaces LS") {
+				t.Fatalf("after a kill holding LS: watchdog %+v, want a latched reset naming LS", st.Watchdog)
+			}
+			if _, err := c2.AddLockspace(ctxT(t, time.Minute), "LS:1:img:0", callback.AddOptions{IOTimeout: time.Second}); !errors.Is(err, callback.ErrRefused) {
+				t.Fatalf("add_lockspace with a reset pending: %v, want refused", err)
+			}
+			select {
+			case err := <-done2:
+				if !errors.Is(err, watchdog.ErrFired) {
+					t.Fatalf("Run returned %v, want ErrFired", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the fake watchdog did not fire")
+			}
+		})
 	}
 }

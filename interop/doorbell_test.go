@@ -504,6 +504,12 @@ func TestDoorbell_spareNoise(t *testing.T) {
 			}
 			logb, _ := os.ReadFile(s.LogPath)
 			for _, line := range strings.Split(string(logb), "\n") {
+				// sanlock delivers an event at each renewal that still sees
+				// its bit (2 or 3 times): a repeat that finds our get_event
+				// client gone logs EPIPE on that local fd, not on storage.
+				if strings.Contains(line, "send_event_callbacks error -1 32") {
+					continue
+				}
 				if strings.Contains(strings.ToLower(line), "error") {
 					t.Errorf("sanlock host %d logged: %s", i+1, line)
 				}
