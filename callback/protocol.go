@@ -408,7 +408,8 @@ type MessageStatus struct {
 	// Inherited counts ack entries carried over from our previous
 	// incarnation at the join.
 	Inherited int64 `json:"inherited"`
-	// Unacked counts deliveries waiting for a manual ack.
+	// Unacked counts deliveries waiting for their ack: a manual one, or
+	// for an auto-ack listener's connection to take them.
 	Unacked int `json:"unacked"`
 	// Durable says sends go through the durable outbox (a state
 	// directory is configured).

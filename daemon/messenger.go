@@ -58,9 +58,12 @@ type messenger struct {
 	outcomes    map[string]int64 // finished sends per target outcome (MessageStatus.TargetOutcomes)
 }
 
-// inflight is a delivery that waits for a manual ack.
+// inflight is a delivery that waits for its ack: by a manual-ack
+// listener's application, or, when only auto-ack listeners took it, for
+// one of them to have it written to its connection.
 type inflight struct {
-	holders map[*registration]struct{} // manual-ack listeners that got it
+	holders map[*registration]struct{} // the listeners whose ack counts
+	manual  bool                       // the holders ack by hand
 }
 
 var (
@@ -411,12 +414,15 @@ func (ms *messenger) dispatchLocked(now time.Time, rd hostmsg.Ready) {
 	}
 }
 
-// deliverLocked hands one delivery to every listener with room, and acks
-// it, gives it back, or waits for a manual ack.
+// deliverLocked hands one delivery to every listener with room, and
+// waits for its ack, or gives it back. The ack is a manual-ack
+// listener's, if one took it; else it is written once an auto-ack
+// listener's connection has the record: a record still queued in the
+// daemon would be lost with it, while one the kernel holds is read by the
+// client even after a crash.
 func (ms *messenger) deliverLocked(now time.Time, dl hostmsg.Delivery) {
 	rec := messageRecord(ms.name, dl)
-	holders := map[*registration]struct{}{}
-	auto := false
+	manual, auto := map[*registration]struct{}{}, map[*registration]struct{}{}
 	for r := range ms.regs {
 		rr := rec
 		rr.AckNeeded = dl.AwaitsAck && r.manual
@@ -428,9 +434,9 @@ func (ms *messenger) deliverLocked(now time.Time, dl hostmsg.Delivery) {
 			continue
 		}
 		if r.manual {
-			holders[r] = struct{}{}
+			manual[r] = struct{}{}
 		} else {
-			auto = true
+			auto[r] = struct{}{}
 		}
 	}
 	if !dl.AwaitsAck {
@@ -438,10 +444,10 @@ func (ms *messenger) deliverLocked(now time.Time, dl hostmsg.Delivery) {
 	}
 	id := dl.ID()
 	switch {
-	case len(holders) > 0:
-		ms.inflight[id] = &inflight{holders: holders}
-	case auto:
-		ms.ackLocked(now, id)
+	case len(manual) > 0:
+		ms.inflight[id] = &inflight{holders: manual, manual: true}
+	case len(auto) > 0:
+		ms.inflight[id] = &inflight{holders: auto}
 	default:
 		// No listener took it after all: leave it to its sender's disk.
 		if err := ms.m.Return(now, id); err != nil {
@@ -456,13 +462,40 @@ func (ms *messenger) ackLocked(now time.Time, id hostmsg.MsgID) {
 	}
 }
 
+// written acks the deliveries that auto-ack registration r has written
+// to its connection and that wait for no manual ack.
+func (ms *messenger) written(r *registration, ids []string) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m == nil {
+		return
+	}
+	acked := false
+	for _, s := range ids {
+		id, err := hostmsg.ParseMsgID(s)
+		if err != nil {
+			continue
+		}
+		if inf := ms.inflight[id]; inf != nil && !inf.manual {
+			if _, ok := inf.holders[r]; ok {
+				delete(ms.inflight, id)
+				ms.ackLocked(ms.d.clk.Now(), id)
+				acked = true
+			}
+		}
+	}
+	if acked {
+		ms.wakeLocked()
+	}
+}
+
 // appAck is a manual ack of record id by registration r.
 func (ms *messenger) appAck(r *registration, s string) {
 	id, err := hostmsg.ParseMsgID(s)
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	inf := ms.inflight[id]
-	if err != nil || inf == nil || ms.m == nil {
+	if err != nil || inf == nil || !inf.manual || ms.m == nil {
 		ms.log.Debug("ack of a message not waiting for one", "id", s, "listener", r.by)
 		return
 	}

@@ -136,6 +136,7 @@ func (d *Daemon) opRegister(ctx context.Context, c *Conn, req *callback.Request)
 	r := newRegistration(req.Name, nc, DefaultQueue)
 	r.manual, r.by = req.ManualAck, c.Peer().String()
 	r.onAck = func(id string) { ms.appAck(r, id) }
+	r.onWritten = func(ids []string) { ms.written(r, ids) }
 	// Listen before answering: a message that arrives once the client has
 	// its OK must find a listener (else it is acked "no-listener"). Records
 	// that arrive meanwhile wait in the queue and follow the OK line.

@@ -31,8 +31,9 @@ func messageRecord(ls string, d hostmsg.Delivery) callback.Record {
 
 // registration streams one lockspace's records to one client connection.
 // The lockspace loop only enqueues (never blocks); a writer goroutine owned
-// by the connection's handler drains the queue. A manual-ack registration
-// also reads ack lines from the client and hands them to onAck.
+// by the connection's handler drains the queue and hands the ids of the
+// messages it has written to onWritten. A manual-ack registration also
+// reads ack lines from the client and hands them to onAck.
 type registration struct {
 	ls     string
 	nc     *net.UnixConn
@@ -42,6 +43,10 @@ type registration struct {
 	since  time.Time
 	// onAck is called for each ack line of a manual-ack client.
 	onAck func(id string)
+	// onWritten is called with the ids of the message records the
+	// writer has handed to the kernel (a flush returned): from then on a
+	// crash of the daemon does not lose them, the client reads them.
+	onWritten func(ids []string)
 
 	mu      sync.Mutex
 	queue   []callback.Record
@@ -186,6 +191,17 @@ func (r *registration) serve(br *bufio.Reader) {
 		if len(batch) > 0 {
 			if err := w.Flush(); err != nil {
 				return
+			}
+			if r.onWritten != nil {
+				var ids []string
+				for _, rec := range batch {
+					if rec.Type == callback.RecordMessage && rec.ID != "" {
+						ids = append(ids, rec.ID)
+					}
+				}
+				if len(ids) > 0 {
+					r.onWritten(ids)
+				}
 			}
 			if batch[len(batch)-1].Type == callback.RecordEnd {
 				return

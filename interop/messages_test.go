@@ -574,7 +574,7 @@ func TestMessages_pythonListener(t *testing.T) {
 		!strings.Contains(o, "acked delivered") {
 		t.Fatalf("send: exit %d: %s%s", code, o, errOut)
 	}
-	if l, want := py.next(t, 10*time.Second), "message from host 1 generation 1: seq 1 code 0x40000 (user2) data 7 [delivered]"; l != want {
+	if l, want := py.next(t, 10*time.Second), "message from host 1 generation 1: id 1:1:1 seq 1 code 0x40000 (user2) data 7 [delivered]"; l != want {
 		t.Errorf("got %q, want %q", l, want)
 	}
 	b.mustCLI(t, "rem-lockspace", "-s", "LS")

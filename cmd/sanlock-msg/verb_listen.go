@@ -24,7 +24,7 @@ With --manual-ack, a message is acked "delivered" to its sender only once
 listen has written its line to stdout and flushed it; messages printed but
 not acked when listen dies are printed again by the next listener, with
 the same id and marked REDELIVERED (JSON: "redelivered": true). Without it,
-a message is acked as soon as the daemon has queued it for listen.
+a message is acked once the daemon has written it to listen's connection.
 
 With --wait, listen waits for the daemon and the lockspace to appear
 instead of failing: start it before add-lockspace, so that a restarting

@@ -7,11 +7,13 @@ watchdog. This package talks to the local daemon's socket:
     import sanlock_msg
 
     r = sanlock_msg.send("LS", [2], sanlock_msg.USER0, data=42, wait=True)
-    r.ok, r.targets          # per target: acked delivered, timeout, ...
+    r.id, r.ok, r.targets    # per target: acked delivered, timeout, ...
+    sanlock_msg.result("LS", r.id)      # its fate, also after a daemon restart
 
-    reg = sanlock_msg.listen("LS")      # reg.fileno() for select/poll/asyncio
+    reg = sanlock_msg.listen("LS", manual_ack=True)  # reg.fileno() for select/poll/asyncio
     for rec in reg.read():              # after poll: never blocks
-        print(rec.from_host_id, rec.seq, rec.codes, rec.data)
+        print(rec.id, rec.redelivered, rec.codes, rec.data)
+        reg.ack(rec)                    # only now is the sender told "delivered"
 
     sanlock_msg.status()                # the daemon and its lockspaces
     sanlock_msg.host_status("LS")       # every host of LS as the daemon sees it
@@ -39,6 +41,7 @@ from .client import (  # noqa: F401
     Invalid,
     Limit,
     NoDaemon,
+    NotFound,
     NotJoined,
     PermissionDenied,
     ProtocolError,
@@ -50,10 +53,11 @@ from .client import (  # noqa: F401
     Unsupported,
     host_status,
     listen,
+    result,
     run_dir,
     send,
     status,
     user,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

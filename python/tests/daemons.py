@@ -7,6 +7,7 @@ fails the tests instead of skipping them, as in the Go tests.
 """
 
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -28,9 +29,25 @@ def require(ok, why):
     raise unittest.SkipTest(why)
 
 
+def read_one(reg, timeout=15):
+    """Wait on reg's fd with select and return the first record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no record within %ss" % timeout)
+        r, _, _ = select.select([reg.fileno()], [], [], left)
+        if r:
+            recs = reg.read()
+            if recs:
+                return recs[0]
+
+
 class Pair:
     """Two daemons (host 1 and host 2) joined to LOCKSPACE, seeing each
-    other LIVE."""
+    other LIVE. Each has a run directory and a state directory of its own,
+    and a fixed host name, so that a killed daemon restarts and joins again
+    at once."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="sanlock-msg-py.", dir="/var/tmp")
@@ -50,25 +67,45 @@ class Pair:
             f.truncate(8 << 20)
         self.run("init", "-o", "1", "-s", "%s:0:%s:0" % (LOCKSPACE, self.image))
         self.runs = [os.path.join(self.dir, "r%d" % i) for i in (1, 2)]
-        for i, r in enumerate(self.runs, 1):
-            log = open(os.path.join(self.dir, "d%d.log" % i), "wb")
-            self.procs.append(subprocess.Popen(
-                [self.bin, "daemon", "--run-dir", r, "--state-dir", os.path.join(r, "state"), "--watchdog", "none",
-                 "-e", "py-host%d" % i],
-                stdout=log, stderr=log))
-            log.close()
+        self.procs = [self._spawn(i) for i in (1, 2)]
         for r in self.runs:
             self.wait(lambda r=r: self._answers(r), "daemon in %s to answer" % r)
-        joins = [subprocess.Popen([self.bin, "add-lockspace", "--run-dir", r, "-o", "1",
-                                   "-s", "%s:%d:%s:0" % (LOCKSPACE, i, self.image)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                 for i, r in enumerate(self.runs, 1)]
+        joins = [self._join(i) for i in (1, 2)]
         for j in joins:
             out, _ = j.communicate(timeout=60)
             if j.returncode != 0:
                 raise RuntimeError("add-lockspace: %s" % out.decode())
         for r, other in ((self.runs[0], 2), (self.runs[1], 1)):
             self.wait(lambda r=r, other=other: self.state(r, other) == "LIVE", "host %d LIVE from %s" % (other, r))
+
+    def _spawn(self, i):
+        r = self.runs[i - 1]
+        with open(os.path.join(self.dir, "d%d.log" % i), "ab") as log:
+            return subprocess.Popen(
+                [self.bin, "daemon", "--run-dir", r, "--state-dir", os.path.join(r, "state"), "--watchdog", "none",
+                 "-e", "py-host%d" % i],
+                stdout=log, stderr=log)
+
+    def _join(self, i):
+        return subprocess.Popen([self.bin, "add-lockspace", "--run-dir", self.runs[i - 1], "-o", "1",
+                                 "-s", "%s:%d:%s:0" % (LOCKSPACE, i, self.image)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def kill(self, i):
+        """kill -9 host i's daemon (ours, by pid) and wait for it."""
+        p = self.procs[i - 1]
+        p.kill()
+        p.wait()
+
+    def restart(self, i):
+        """Start host i's daemon again on its run and state directories, and
+        join LOCKSPACE with the next generation."""
+        self.procs[i - 1] = self._spawn(i)
+        self.wait(lambda: self._answers(self.runs[i - 1]), "daemon %d to answer" % i)
+        j = self._join(i)
+        out, _ = j.communicate(timeout=60)
+        if j.returncode != 0:
+            raise RuntimeError("add-lockspace after a restart: %s" % out.decode())
 
     def _binary(self):
         b = os.environ.get("SANLOCK_MSG_BIN")

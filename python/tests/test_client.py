@@ -14,7 +14,7 @@ import sanlock_msg
 from sanlock_msg import events
 
 import daemons
-from daemons import LOCKSPACE
+from daemons import LOCKSPACE, read_one
 
 pair = None
 
@@ -27,20 +27,6 @@ def setUpModule():
 def tearDownModule():
     if pair is not None:
         pair.close()
-
-
-def read_one(reg, timeout=15):
-    """Wait on reg's fd with select and return the first record."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("no record within %ss" % timeout)
-        r, _, _ = select.select([reg.fileno()], [], [], left)
-        if r:
-            recs = reg.read()
-            if recs:
-                return recs[0]
 
 
 class ClientTest(unittest.TestCase):
@@ -74,6 +60,7 @@ class ClientTest(unittest.TestCase):
             self.assertEqual((rec.lockspace, rec.from_host_id, rec.seq, rec.code, rec.data, rec.codes),
                              (LOCKSPACE, 1, r.seq, sanlock_msg.USER0, 42, ["user0"]))
             self.assertEqual(rec["status"], "delivered")
+            self.assertEqual((rec.id, rec.origin, rec.redelivered, rec.ack_needed), (r.id, r.origin, False, False))
             self.assertEqual(reg.read(), [])  # delivered once
 
     def test_send_without_wait_and_poll(self):
@@ -82,6 +69,7 @@ class ClientTest(unittest.TestCase):
             p.register(reg, select.POLLIN)
             r = sanlock_msg.send(LOCKSPACE, 2, sanlock_msg.user(3), run_dir=self.r1)
             self.assertGreater(r.seq, 0)
+            self.assertEqual(r.id, "1:%d:%d" % (r.origin, r.seq))
             self.assertFalse(r.done)
             self.assertTrue(p.poll(15000), "poll saw nothing")
             [rec] = reg.read()
@@ -184,11 +172,79 @@ class ClientTest(unittest.TestCase):
             r = sanlock_msg.send(LOCKSPACE, [2], sanlock_msg.user(4), data=5, wait=True, run_dir=self.r1)
             self.assertTrue(r.ok)
             line = p.stdout.readline().decode()
-            self.assertIn("message from host 1 generation 1: seq %d code 0x100000 (user4) data 5 [delivered]" % r.seq, line)
+            self.assertIn("message from host 1 generation 1: id %s seq %d code 0x100000 (user4) data 5 [delivered]"
+                          % (r.id, r.seq), line)
         finally:
             p.terminate()
             p.wait(10)
             p.stdout.close()
+
+
+class DurableTest(unittest.TestCase):
+    """Message ids, results and manual acks."""
+
+    def setUp(self):
+        self.r1, self.r2 = pair.runs
+
+    def test_result(self):
+        accepted = []
+        r = sanlock_msg.send(LOCKSPACE, [2], sanlock_msg.user(8), wait=True, run_dir=self.r1,
+                             on_accept=accepted.append)
+        self.assertEqual([a.id for a in accepted], [r.id])  # before the result, with the same id
+        self.assertTrue(accepted[0].raw.get("accepted"))
+        for ls in (LOCKSPACE, None):  # None: every lockspace
+            got = sanlock_msg.result(ls, r.id, run_dir=self.r1)
+            self.assertEqual((got.id, got.state, got.done, got.ok, got.seq, got.origin),
+                             (r.id, "done", True, r.ok, r.seq, r.origin))
+            self.assertEqual([(t["host_id"], t["outcome"], t.get("status")) for t in got.targets],
+                             [(t["host_id"], t["outcome"], t.get("status")) for t in r.targets])
+        with self.assertRaises(sanlock_msg.NotFound) as cm:
+            sanlock_msg.result(LOCKSPACE, "1:1:999999", run_dir=self.r1)
+        self.assertEqual(cm.exception.code, "not_found")
+        with self.assertRaises(sanlock_msg.Invalid):
+            sanlock_msg.result(LOCKSPACE, "not-an-id", run_dir=self.r1)
+
+    def test_manual_ack(self):
+        with sanlock_msg.listen(LOCKSPACE, run_dir=self.r2, manual_ack=True) as reg:
+            self.assertTrue(reg.manual_ack)
+            r = sanlock_msg.send(LOCKSPACE, [2], sanlock_msg.user(9), data=9, run_dir=self.r1)
+            rec = read_one(reg)
+            self.assertEqual((rec.id, rec.data, rec.ack_needed, rec.redelivered), (r.id, 9, True, False))
+            # Not acked: the sender is not told "delivered".
+            time.sleep(1)
+            self.assertEqual(sanlock_msg.result(LOCKSPACE, r.id, run_dir=self.r1).state, "pending")
+            reg.ack(rec)
+            got = sanlock_msg.result(LOCKSPACE, r.id, wait=True, timeout=30, run_dir=self.r1)
+            self.assertTrue(got.ok, got)
+            self.assertEqual((got.targets[0]["outcome"], got.targets[0]["status"]), ("acked", "delivered"))
+            self.assertEqual(reg.read(), [])
+
+    def test_unacked_is_delivered_again(self):
+        first = sanlock_msg.listen(LOCKSPACE, run_dir=self.r2, manual_ack=True)
+        try:
+            r = sanlock_msg.send(LOCKSPACE, [2], sanlock_msg.user(10), data=10, run_dir=self.r1)
+            rec = read_one(first)
+            self.assertEqual(rec.id, r.id)
+            with sanlock_msg.listen(LOCKSPACE, run_dir=self.r2, manual_ack=True) as second:
+                first.close()  # goes away without acking: the message is given back
+                again = read_one(second)
+                self.assertEqual((again.id, again.data, again.redelivered, again.ack_needed), (r.id, 10, True, True))
+                second.ack(again.id)  # by id, too
+                got = sanlock_msg.result(LOCKSPACE, r.id, wait=True, timeout=30, run_dir=self.r1)
+                self.assertTrue(got.ok, got)
+        finally:
+            first.close()
+
+    def test_ack_errors(self):
+        with sanlock_msg.listen(LOCKSPACE, run_dir=self.r2) as reg:
+            self.assertFalse(reg.manual_ack)
+            with self.assertRaises(ValueError):
+                reg.ack("1:1:1")  # an auto-ack registration
+        with sanlock_msg.listen(LOCKSPACE, run_dir=self.r2, manual_ack=True) as reg:
+            with self.assertRaises(ValueError):
+                reg.ack(sanlock_msg.Record(type="message", native=True))  # no id
+        with self.assertRaises(sanlock_msg.ProtocolError):
+            reg.ack("1:1:1")  # closed
 
 
 class EventsShimTest(unittest.TestCase):
