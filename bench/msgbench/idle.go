@@ -34,9 +34,10 @@ type idleResult struct {
 // counters and its poll interval.
 type counterFunc func(i int) (read, write int64, pollSec float64, err error)
 
-// fullReadBytes is the least a sample must grow read_bytes by to count as
-// a read of the whole area (1 MiB); a poll reads a few KB.
-const fullReadBytes = 512 << 10
+// fullRead is the least a sample must grow read_bytes by to count as a
+// read of the whole area of geometry g: 90 % of it (a doorbell poll reads
+// one sector, a renewal of a sanlock-msg host the used part).
+func fullRead(g geometry) int64 { return int64(g.align) * 9 / 10 }
 
 // ioPoint is one reading of /proc/PID/io.
 type ioPoint struct {
@@ -44,8 +45,11 @@ type ioPoint struct {
 	r, w int64
 }
 
-// sampleInterval is how often /proc/PID/io is read during the window.
-const sampleInterval = 50 * time.Millisecond
+// sampleInterval is how often /proc/PID/io of n processes is read during
+// the window: every 50 ms, less often for many processes (1 ms each).
+func sampleInterval(n int) time.Duration {
+	return max(50*time.Millisecond, time.Duration(n)*time.Millisecond)
+}
 
 // measureIdle watches every pid over window. Reads are bursty: both
 // daemons read the whole area at some renewals (sanlock at every one,
@@ -53,7 +57,7 @@ const sampleInterval = 50 * time.Millisecond
 // arbitrary window depends on how many full reads it happens to hold. The
 // /proc rates are therefore taken per daemon between the moments just
 // before its first and its last full read in the window: whole cycles.
-func measureIdle(ctx context.Context, pids []int, window time.Duration, counters counterFunc) (*idleResult, error) {
+func measureIdle(ctx context.Context, pids []int, window time.Duration, counters counterFunc, full int64) (*idleResult, error) {
 	n := len(pids)
 	res := &idleResult{hosts: n, window: window, hasCounters: counters != nil}
 	type start struct {
@@ -71,7 +75,7 @@ func measureIdle(ctx context.Context, pids []int, window time.Duration, counters
 		series[i] = append(series[i], ioPoint{p.at, p.readBytes, p.writeBytes})
 	}
 	end := time.Now().Add(window)
-	tick := time.NewTicker(sampleInterval)
+	tick := time.NewTicker(sampleInterval(n))
 	defer tick.Stop()
 	for time.Now().Before(end) {
 		select {
@@ -106,7 +110,7 @@ func measureIdle(ctx context.Context, pids []int, window time.Duration, counters
 			res.ctrWrite = append(res.ctrWrite, float64(w-s0[i].w)/dt)
 			res.pollSec = append(res.pollSec, poll)
 		}
-		cr, cw, cycles := cycleRates(series[i])
+		cr, cw, cycles := cycleRates(series[i], full)
 		res.procRead, res.procWrite, res.cycles = append(res.procRead, cr), append(res.procWrite, cw), append(res.cycles, cycles)
 	}
 	return res, nil
@@ -140,10 +144,10 @@ func sampleBoth(pid, i int, counters counterFunc) (p procSample, r, w int64, pol
 // before the first and the last full-area read, and the number of whole
 // cycles between them; with fewer than two full reads, the rates over
 // the whole series and 0.
-func cycleRates(s []ioPoint) (read, write float64, cycles int) {
+func cycleRates(s []ioPoint, full int64) (read, write float64, cycles int) {
 	var jumps []int
 	for k := 1; k < len(s); k++ {
-		if s[k].r-s[k-1].r >= fullReadBytes {
+		if s[k].r-s[k-1].r >= full {
 			jumps = append(jumps, k)
 		}
 	}

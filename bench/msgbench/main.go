@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +31,7 @@ import (
 const lsName = "BENCH"
 
 type config struct {
+	benchEnv
 	ios        []int
 	many       int // the larger cluster's size
 	messages   int
@@ -43,10 +43,7 @@ type config struct {
 	events     int
 	skip       map[string]bool
 	out        string
-	imageDir   string
 	keepLogs   bool
-	bin        string
-	tmp        string
 	quick      bool
 }
 
@@ -127,7 +124,18 @@ func parseFlags() *config {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "scale" {
+		sc := parseScaleFlags(os.Args[2:])
+		os.Exit(mainWith(func(ctx context.Context) error { return runScale(ctx, sc) }))
+	}
 	cfg := parseFlags()
+	os.Exit(mainWith(func(ctx context.Context) error { return run(ctx, cfg) }))
+}
+
+// mainWith runs f with a context that a first Ctrl-C (or SIGTERM) cancels,
+// then cleans up everything the bench started; a second Ctrl-C kills it
+// all at once. It returns the exit status.
+func mainWith(f func(ctx context.Context) error) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -141,7 +149,7 @@ func main() {
 		os.Exit(130)
 	}()
 	code := 0
-	if err := run(ctx, cfg); err != nil {
+	if err := f(ctx); err != nil {
 		logf("msgbench: %v", err)
 		code = 1
 	}
@@ -150,25 +158,34 @@ func main() {
 	if ctx.Err() != nil && code != 0 {
 		code = 130
 	}
-	os.Exit(code)
+	return code
 }
 
-func run(ctx context.Context, cfg *config) error {
+// setup makes the temporary directory (removed at exit unless keepLogs)
+// and builds the CLI unless e.bin names one.
+func setup(ctx context.Context, e *benchEnv, keepLogs bool) error {
 	tmp, err := os.MkdirTemp("", "msgbench-")
 	if err != nil {
 		return err
 	}
-	cfg.tmp = tmp
-	if cfg.keepLogs {
-		defer logf("logs kept in %s", tmp)
+	e.tmp = tmp
+	if keepLogs {
+		logf("logs in %s (kept)", tmp)
 	} else {
 		reg.removeLater(tmp)
 	}
-	if cfg.bin == "" {
+	if e.bin == "" {
 		logf("building sanlock-msg")
-		if cfg.bin, err = buildCLI(ctx, tmp); err != nil {
+		if e.bin, err = buildCLI(ctx, tmp, "./cmd/sanlock-msg"); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func run(ctx context.Context, cfg *config) error {
+	if err := setup(ctx, &cfg.benchEnv, cfg.keepLogs); err != nil {
+		return err
 	}
 	if !cfg.skip["sanlock"] {
 		if err := checkSanlock(ctx); err != nil {
@@ -200,19 +217,6 @@ func run(ctx context.Context, cfg *config) error {
 		return fmt.Errorf("%d part(s) failed", len(rep.failed))
 	}
 	return nil
-}
-
-// newImage creates an empty 1 MiB image (the area of 2000 512-byte host
-// sectors) under the image directory, removed at exit.
-func newImage(cfg *config, name string) (string, error) {
-	path := filepath.Join(cfg.imageDir, fmt.Sprintf("msgbench-%d-%s.img", os.Getpid(), name))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", err
-	}
-	reg.removeLater(path)
-	defer f.Close()
-	return path, f.Truncate(1 << 20)
 }
 
 // idleWindow returns the idle measurement window at io: long enough to
@@ -270,7 +274,7 @@ func runIO(ctx context.Context, cfg *config, rep *report, io int) error {
 
 func msgPair(ctx context.Context, cfg *config, rep *report, io int) error {
 	logf("io %d: sanlock-msg, 2 daemons: starting and joining", io)
-	c, err := startMsgCluster(ctx, cfg, io, 2)
+	c, err := startMsgCluster(ctx, &cfg.benchEnv, firstIDs(fmt.Sprintf("io%d-n2", io), io, 2))
 	defer c.stop()
 	if err != nil {
 		return err
@@ -308,7 +312,7 @@ func msgPair(ctx context.Context, cfg *config, rep *report, io int) error {
 
 func msgMany(ctx context.Context, cfg *config, rep *report, io int) error {
 	logf("io %d: sanlock-msg, %d daemons: starting and joining", io, cfg.many)
-	c, err := startMsgCluster(ctx, cfg, io, cfg.many)
+	c, err := startMsgCluster(ctx, &cfg.benchEnv, firstIDs(fmt.Sprintf("io%d-n%d", io, cfg.many), io, cfg.many))
 	defer c.stop()
 	if err != nil {
 		return err
@@ -328,7 +332,7 @@ func msgMany(ctx context.Context, cfg *config, rep *report, io int) error {
 
 func slkPair(ctx context.Context, cfg *config, rep *report, io int) error {
 	logf("io %d: sanlock, 2 daemons: starting and joining", io)
-	c, err := startSlkCluster(ctx, cfg, io, 2)
+	c, err := startSlkCluster(ctx, &cfg.benchEnv, firstIDs(fmt.Sprintf("io%d-n2", io), io, 2))
 	defer c.stop()
 	if err != nil {
 		return err
@@ -357,7 +361,7 @@ func slkPair(ctx context.Context, cfg *config, rep *report, io int) error {
 
 func slkMany(ctx context.Context, cfg *config, rep *report, io int) error {
 	logf("io %d: sanlock, %d daemons: starting and joining", io, cfg.many)
-	c, err := startSlkCluster(ctx, cfg, io, cfg.many)
+	c, err := startSlkCluster(ctx, &cfg.benchEnv, firstIDs(fmt.Sprintf("io%d-n%d", io, cfg.many), io, cfg.many))
 	defer c.stop()
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,45 +28,72 @@ type msgHost struct {
 // msgCluster is n sanlock-msg daemons joined to one lockspace on one image.
 type msgCluster struct {
 	io    int
-	image string
+	spec  clusterSpec
+	area  *area
 	hosts []*msgHost
 }
 
-// buildCLI builds ./cmd/sanlock-msg into dir and returns the binary's path.
-func buildCLI(ctx context.Context, dir string) (string, error) {
+// buildCLI builds the module's package pkg (e.g. ./cmd/sanlock-msg) into
+// dir and returns the binary's path.
+func buildCLI(ctx context.Context, dir, pkg string) (string, error) {
 	goBin := "go"
 	if _, err := exec.LookPath(goBin); err != nil {
 		goBin = "/usr/local/go/bin/go"
 	}
-	bin := filepath.Join(dir, "sanlock-msg")
-	if _, err := runCmd(ctx, 5*time.Minute, nil, goBin, "build", "-o", bin, "github.com/sanlock-msg/sanlock-msg/cmd/sanlock-msg"); err != nil {
-		return "", fmt.Errorf("build the CLI (run msgbench from inside the module): %w", err)
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	full := "github.com/sanlock-msg/sanlock-msg/" + strings.TrimPrefix(pkg, "./")
+	if _, err := runCmd(ctx, 5*time.Minute, nil, goBin, "build", "-o", bin, full); err != nil {
+		return "", fmt.Errorf("build %s (run msgbench from inside the module): %w", pkg, err)
 	}
 	return bin, nil
 }
 
-// startMsgCluster makes an image under cfg.imageDir, starts n daemons and
-// joins host ids 1..n (in parallel, like a cluster booting).
-func startMsgCluster(ctx context.Context, cfg *config, io, n int) (*msgCluster, error) {
-	c := &msgCluster{io: io}
-	img, err := newImage(cfg, fmt.Sprintf("msg-io%d-n%d", io, n))
+// clusterSpec says what cluster to start: which host ids, on what
+// area, at which io_timeout.
+type clusterSpec struct {
+	name string // unique among the clusters of a run (files, run dirs)
+	io   int
+	ids  []int
+	geo  geometry
+	// poll is the sanlock-msg daemons' --poll-interval (0: default).
+	poll time.Duration
+}
+
+// firstIDs is a spec for host ids 1..n on a 512/1M file.
+func firstIDs(name string, io, n int) clusterSpec {
+	s := clusterSpec{name: name, io: io, geo: geo512}
+	for i := 1; i <= n; i++ {
+		s.ids = append(s.ids, i)
+	}
+	return s
+}
+
+// startMsgCluster makes an area, starts a daemon per host id of spec and
+// joins them (in parallel, like a cluster booting).
+func startMsgCluster(ctx context.Context, e *benchEnv, spec clusterSpec) (*msgCluster, error) {
+	c := &msgCluster{io: spec.io, spec: spec}
+	a, err := newArea(ctx, e, "msg-"+spec.name, spec.geo)
 	if err != nil {
 		return nil, err
 	}
-	c.image = img
-	if _, err := runCmd(ctx, time.Minute, nil, cfg.bin, "init", "-s", fmt.Sprintf("%s:0:%s:0", lsName, img), "-o", fmt.Sprint(io)); err != nil {
-		return nil, err
+	c.area = a
+	args := append([]string{"init", "-s", fmt.Sprintf("%s:0:%s:0", lsName, a.path()), "-o", fmt.Sprint(spec.io)}, spec.geo.initArgs()...)
+	if _, err := runCmd(ctx, time.Minute, nil, e.bin, args...); err != nil {
+		return c, err
 	}
-	for i := 1; i <= n; i++ {
-		h := &msgHost{id: i, runDir: filepath.Join(cfg.tmp, fmt.Sprintf("m%d-%d-%d", io, n, i))}
+	for _, id := range spec.ids {
+		h := &msgHost{id: id, runDir: filepath.Join(e.tmp, fmt.Sprintf("m-%s-%d", spec.name, id))}
 		if err := os.MkdirAll(h.runDir, 0o700); err != nil {
-			return nil, err
+			return c, err
 		}
-		cmd := exec.Command(cfg.bin, "daemon", "--run-dir", h.runDir, "--state-dir", filepath.Join(h.runDir, "state"), "--watchdog", "none", "-e", fmt.Sprintf("h%d", i))
-		var err error
-		h.p, err = reg.startLogged(fmt.Sprintf("sanlock-msg daemon h%d", i), cmd, h.runDir+".log")
+		args := []string{"daemon", "--run-dir", h.runDir, "--state-dir", filepath.Join(h.runDir, "state"), "--watchdog", "none", "-e", fmt.Sprintf("h%d", id)}
+		if spec.poll != 0 {
+			args = append(args, "--poll-interval", spec.poll.String())
+		}
+		cmd := exec.Command(e.bin, args...)
+		h.p, err = reg.startLogged(fmt.Sprintf("sanlock-msg daemon %s h%d", spec.name, id), cmd, h.runDir+".log")
 		if err != nil {
-			return nil, err
+			return c, err
 		}
 		runDir := h.runDir
 		h.p.stop = func(ctx context.Context) error {
@@ -83,7 +111,7 @@ func startMsgCluster(ctx context.Context, cfg *config, io, n int) (*msgCluster, 
 			return c, err
 		}
 	}
-	errs := make([]error, n)
+	errs := make([]error, len(c.hosts))
 	var wg sync.WaitGroup
 	for i, h := range c.hosts {
 		wg.Add(1)
@@ -96,8 +124,8 @@ func startMsgCluster(ctx context.Context, cfg *config, io, n int) (*msgCluster, 
 			}
 			defer cl.Close()
 			t0 := time.Now()
-			spec := fmt.Sprintf("%s:%d:%s:0", lsName, h.id, img)
-			_, err = cl.AddLockspace(ctx, spec, callback.AddOptions{IOTimeout: time.Duration(io) * time.Second})
+			spec := fmt.Sprintf("%s:%d:%s:0", lsName, h.id, a.path())
+			_, err = cl.AddLockspace(ctx, spec, callback.AddOptions{IOTimeout: time.Duration(c.io) * time.Second})
 			h.join = time.Since(t0)
 			if err != nil {
 				errs[i] = fmt.Errorf("add_lockspace %s: %w", spec, err)
@@ -143,9 +171,7 @@ func (c *msgCluster) stop() {
 		}
 	}
 	reg.stopProcs(ps, 15*time.Second)
-	if c.image != "" {
-		os.Remove(c.image)
-	}
+	c.area.remove()
 }
 
 func (c *msgCluster) joinTimes() []float64 {
@@ -188,7 +214,7 @@ func (c *msgCluster) idle(ctx context.Context, window time.Duration) (*idleResul
 		}
 		return st.ReadBytes, st.WriteBytes, st.PollSec, nil
 	}
-	return measureIdle(ctx, pids, window, counters)
+	return measureIdle(ctx, pids, window, counters, fullRead(c.spec.geo))
 }
 
 // receiver collects records from a registration with their arrival time.

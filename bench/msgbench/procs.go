@@ -48,6 +48,7 @@ type registry struct {
 	mu    sync.Mutex
 	procs []*proc
 	paths []string // files and directories to remove
+	funcs []func() // run at cleanup, after the processes stop (loop devices)
 }
 
 var reg = &registry{}
@@ -113,6 +114,14 @@ func (r *registry) removeLater(path string) {
 	r.mu.Unlock()
 }
 
+// atCleanup registers f to run at cleanup, once every process stopped
+// and before the paths are removed.
+func (r *registry) atCleanup(f func()) {
+	r.mu.Lock()
+	r.funcs = append(r.funcs, f)
+	r.mu.Unlock()
+}
+
 // stopProcs stops the given processes in parallel: their stop function
 // first (bounded), then SIGKILL by pid; helpers are killed by pid too.
 func (r *registry) stopProcs(ps []*proc, grace time.Duration) {
@@ -149,7 +158,9 @@ func stopOne(p *proc, grace time.Duration) {
 		cancel()
 	}
 	if !p.exited() {
-		logf("killing %s (pid %d)", p.name, p.pid)
+		if grace > 0 {
+			logf("killing %s (pid %d)", p.name, p.pid)
+		}
 		p.cmd.Process.Kill()
 		<-p.done
 	}
@@ -176,9 +187,12 @@ func (r *registry) cleanup(grace time.Duration) {
 	r.mu.Unlock()
 	r.stopProcs(ps, grace)
 	r.mu.Lock()
-	paths := r.paths
-	r.paths = nil
+	paths, funcs := r.paths, r.funcs
+	r.paths, r.funcs = nil, nil
 	r.mu.Unlock()
+	for _, f := range funcs {
+		f()
+	}
 	for i := len(paths) - 1; i >= 0; i-- {
 		if err := os.RemoveAll(paths[i]); err != nil {
 			logf("cleanup: %v", err)

@@ -212,7 +212,7 @@ func (r *report) markdown() string {
 	for _, rw := range r.rows() {
 		fmt.Fprintf(&b, "| %s |", rw.label)
 		for _, io := range r.cfg.ios {
-			m, s := r.cols[fmt.Sprintf("github.com/sanlock-msg/sanlock-msg/%d", io)], r.cols[fmt.Sprintf("sanlock/%d", io)]
+			m, s := r.cols[fmt.Sprintf("sanlock-msg/%d", io)], r.cols[fmt.Sprintf("sanlock/%d", io)]
 			cell := func(c *column, f func(*column) string) string {
 				if c == nil || f == nil {
 					return ""
@@ -249,7 +249,7 @@ func (r *report) markdown() string {
 func (r *report) notes() []string {
 	var out []string
 	for _, io := range r.cfg.ios {
-		m, s := r.cols[fmt.Sprintf("github.com/sanlock-msg/sanlock-msg/%d", io)], r.cols[fmt.Sprintf("sanlock/%d", io)]
+		m, s := r.cols[fmt.Sprintf("sanlock-msg/%d", io)], r.cols[fmt.Sprintf("sanlock/%d", io)]
 		if m != nil && m.msg != nil {
 			if len(m.msg.oneWay) > 0 {
 				p50, p99 := percentile(m.msg.oneWay, 50), percentile(m.msg.oneWay, 99)

@@ -33,7 +33,8 @@ func (h *slkHost) env() []string { return []string{"SANLOCK_RUN_DIR=" + h.runDir
 // slkCluster is n real sanlock daemons joined to one lockspace.
 type slkCluster struct {
 	io    int
-	image string
+	spec  clusterSpec
+	area  *area
 	hosts []*slkHost
 }
 
@@ -48,30 +49,31 @@ func checkSanlock(ctx context.Context) error {
 	return nil
 }
 
-// startSlkCluster inits an image with `sanlock direct init -o IO`, starts
-// n unprivileged daemons without watchdog and joins host ids 1..n.
-func startSlkCluster(ctx context.Context, cfg *config, io, n int) (*slkCluster, error) {
-	c := &slkCluster{io: io}
-	img, err := newImage(cfg, fmt.Sprintf("slk-io%d-n%d", io, n))
+// startSlkCluster inits an area with `sanlock direct init -o IO`, starts
+// an unprivileged daemon without watchdog per host id of spec and joins
+// them.
+func startSlkCluster(ctx context.Context, e *benchEnv, spec clusterSpec) (*slkCluster, error) {
+	c := &slkCluster{io: spec.io, spec: spec}
+	a, err := newArea(ctx, e, "slk-"+spec.name, spec.geo)
 	if err != nil {
 		return nil, err
 	}
-	c.image = img
-	out, err := runCmd(ctx, time.Minute, nil, "sanlock", "direct", "init", "-o", fmt.Sprint(io), "-s", fmt.Sprintf("%s:0:%s:0", lsName, img))
+	c.area = a
+	args := append([]string{"direct", "init", "-o", fmt.Sprint(spec.io), "-s", fmt.Sprintf("%s:0:%s:0", lsName, a.path())}, spec.geo.initArgs()...)
+	out, err := runCmd(ctx, time.Minute, nil, "sanlock", args...)
 	if err != nil || !strings.Contains(out, "init done 0") {
-		return nil, fmt.Errorf("sanlock direct init: %v: %s", err, out)
+		return c, fmt.Errorf("sanlock %s: %v: %s", strings.Join(args, " "), err, out)
 	}
-	for i := 1; i <= n; i++ {
-		h := &slkHost{id: i, runDir: filepath.Join(cfg.tmp, fmt.Sprintf("s%d-%d-%d", io, n, i))}
+	for _, id := range spec.ids {
+		h := &slkHost{id: id, runDir: filepath.Join(e.tmp, fmt.Sprintf("s-%s-%d", spec.name, id))}
 		if err := os.MkdirAll(h.runDir, 0o700); err != nil {
-			return nil, err
+			return c, err
 		}
-		cmd := exec.Command("sanlock", "daemon", "-D", "-w", "0", "-o", fmt.Sprint(io), "-e", fmt.Sprintf("sh%d", i))
+		cmd := exec.Command("sanlock", "daemon", "-D", "-w", "0", "-o", fmt.Sprint(spec.io), "-e", fmt.Sprintf("sh%d", id))
 		cmd.Env = append(os.Environ(), "SANLOCK_RUN_DIR="+h.runDir, "SANLOCK_PRIVILEGED=0")
-		var err error
-		h.p, err = reg.startLogged(fmt.Sprintf("sanlock daemon sh%d", i), cmd, h.runDir+".log")
+		h.p, err = reg.startLogged(fmt.Sprintf("sanlock daemon %s sh%d", spec.name, id), cmd, h.runDir+".log")
 		if err != nil {
-			return nil, err
+			return c, err
 		}
 		env := h.env()
 		h.p.stop = func(ctx context.Context) error {
@@ -88,15 +90,15 @@ func startSlkCluster(ctx context.Context, cfg *config, io, n int) (*slkCluster, 
 		// pid should it outlive the daemon.
 		h.p.helpers = children(h.p.pid)
 	}
-	errs := make([]error, n)
+	errs := make([]error, len(c.hosts))
 	var wg sync.WaitGroup
 	for i, h := range c.hosts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			t0 := time.Now()
-			spec := fmt.Sprintf("%s:%d:%s:0", lsName, h.id, img)
-			_, err := runCmd(ctx, 5*time.Minute, h.env(), "sanlock", "client", "add_lockspace", "-o", fmt.Sprint(io), "-s", spec)
+			spec := fmt.Sprintf("%s:%d:%s:0", lsName, h.id, a.path())
+			_, err := runCmd(ctx, 5*time.Minute, h.env(), "sanlock", "client", "add_lockspace", "-o", fmt.Sprint(c.io), "-s", spec)
 			h.join = time.Since(t0)
 			errs[i] = err
 		}()
@@ -135,9 +137,7 @@ func (c *slkCluster) stop() {
 		}
 	}
 	reg.stopProcs(ps, 15*time.Second)
-	if c.image != "" {
-		os.Remove(c.image)
-	}
+	c.area.remove()
 }
 
 func (c *slkCluster) joinTimes() []float64 {
@@ -153,7 +153,7 @@ func (c *slkCluster) idle(ctx context.Context, window time.Duration) (*idleResul
 	for i, h := range c.hosts {
 		pids[i] = h.p.pid
 	}
-	return measureIdle(ctx, pids, window, nil)
+	return measureIdle(ctx, pids, window, nil, fullRead(c.spec.geo))
 }
 
 // The receiver registers for events (reg_event) and prints each event
