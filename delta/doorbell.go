@@ -63,7 +63,7 @@ func (a *Area) spareRange() (int64, int) {
 func (ls *Lockspace) pollDoorbell(ctx context.Context) {
 	g := ls.area.Geo
 	idx := g.DoorbellIndex(ls.cfg.HostID)
-	buf, err := ls.area.IO.Read(ctx, ls.area.doorbellOffset(idx), g.SectorSize, ls.t.IO)
+	buf, err := ls.readScratch(ctx, ls.area.doorbellOffset(idx), g.SectorSize)
 	ls.mu.Lock()
 	ls.bell.Index = idx
 	ls.bell.Polls++

@@ -86,11 +86,17 @@ type ioResult struct {
 // within timeout, or ctx's error if ctx ends first.
 func (o *IO) Read(ctx context.Context, off int64, n int, timeout time.Duration) ([]byte, error) {
 	buf := AlignedBuffer(n)
-	err := o.do(ctx, "read", buf, off, timeout, o.dev.ReadAt)
-	if err != nil {
+	if err := o.ReadInto(ctx, buf, off, timeout); err != nil {
 		return nil, err
 	}
 	return buf, nil
+}
+
+// ReadInto reads len(buf) bytes at off into buf, which must be aligned for
+// O_DIRECT (AlignedBuffer). It fails like Read. After an error, do not
+// reuse buf: a read that timed out may still be filling it.
+func (o *IO) ReadInto(ctx context.Context, buf []byte, off int64, timeout time.Duration) error {
+	return o.do(ctx, "read", buf, off, timeout, o.dev.ReadAt)
 }
 
 // Write writes p at off. p is copied first: the caller may reuse p as soon

@@ -954,3 +954,43 @@ func BenchmarkRenewal(b *testing.B) {
 		})
 	}
 }
+
+// TestLockspace_chunkedReads: at 4096/8M a read of the whole area is
+// MaxReadChunk-sized I/Os, back to back and covering every host sector
+// once, so that the host at max_hosts is seen like any other.
+func TestLockspace_chunkedReads(t *testing.T) {
+	n := newLSNet(t, 4096, 8*leader.MiB, 1*time.Second)
+	a := n.join(Config{HostID: 1, HostName: "alpha", IOTimeout: 1 * time.Second}, false)
+	b := n.join(Config{HostID: 2000, HostName: "omega", IOTimeout: 1 * time.Second}, false)
+	n.runFor(30 * time.Second)
+	if st := a.ls.Host(2000).State; st != StateLive {
+		t.Fatalf("host 2000 seen %v by host 1, want LIVE", st)
+	}
+	if st := b.ls.Host(1).State; st != StateLive {
+		t.Fatalf("host 1 seen %v by host 2000, want LIVE", st)
+	}
+	// Group the reads of one instant: each is one read of the area.
+	byAt := map[time.Time][]ioRec{}
+	for _, r := range a.hostReads(farFuture) {
+		if r.n > MaxReadChunk {
+			t.Fatalf("a read of %d bytes at %d, more than MaxReadChunk", r.n, r.off)
+		}
+		byAt[r.at] = append(byAt[r.at], r)
+	}
+	full := 0
+	for at, rs := range byAt {
+		next := n.geo.HostOffset(1)
+		for _, r := range rs {
+			if r.off != next {
+				t.Fatalf("reads at %v: one at %d, want %d (back to back from host 1)", at, r.off, next)
+			}
+			next += int64(r.n)
+		}
+		if next == n.geo.HostOffset(2000)+4096 {
+			full++
+		}
+	}
+	if full < 3 {
+		t.Errorf("%d reads of all 2000 host sectors in 30 s, want one per renewal at least", full)
+	}
+}

@@ -517,13 +517,44 @@ func mergeRuns(ids []uint64, gap uint64) [][2]uint64 {
 	return runs
 }
 
+// MaxReadChunk is the largest read of host sectors the loop does in one
+// I/O: a longer range (the used part of a 4096/8M area) is read in chunks
+// of this size, one after the other, into one buffer that is used again.
+// The bytes read are the same as in one I/O; the daemon's memory does not
+// grow by the area's size (8 MiB at 4096/8M) at every full read.
+const MaxReadChunk = 1 << 20
+
+// readScratch reads n bytes (at most MaxReadChunk) at off into the loop's
+// buffer, which it returns: valid until the loop's next read. A buffer
+// whose read failed is dropped, not used again: a read that timed out may
+// still be filling it.
+func (ls *Lockspace) readScratch(ctx context.Context, off int64, n int) ([]byte, error) {
+	buf := ls.rbuf
+	if cap(buf) < n {
+		buf = AlignedBuffer(n)
+	}
+	buf = buf[:n]
+	ls.rbuf = nil
+	if err := ls.area.IO.ReadInto(ctx, buf, off, ls.t.IO); err != nil {
+		return nil, err
+	}
+	ls.rbuf = buf
+	return buf, nil
+}
+
 // readRange reads and decodes host sectors first..last.
 func (ls *Lockspace) readRange(ctx context.Context, first, last uint64) (*reads, error) {
-	buf, err := ls.area.ReadHosts(ctx, first, last, ls.t.IO)
-	if err != nil {
-		return nil, fmt.Errorf("delta: read hosts %d..%d: %w", first, last, err)
+	g := ls.area.Geo
+	per := uint64(max(MaxReadChunk/g.SectorSize, 1))
+	rd := &reads{secs: make([]leader.Sector, 0, last-first+1)}
+	for lo := first; lo <= last; lo += per {
+		hi := min(lo+per-1, last)
+		buf, err := ls.readScratch(ctx, ls.area.HostOffset(lo), int(hi-lo+1)*g.SectorSize)
+		if err != nil {
+			return nil, fmt.Errorf("delta: read hosts %d..%d: %w", first, last, err)
+		}
+		rd.secs = append(rd.secs, ls.area.DecodeHosts(buf)...)
 	}
-	rd := &reads{secs: ls.area.DecodeHosts(buf)}
 	rd.ids = make([]uint64, len(rd.secs))
 	for i := range rd.secs {
 		rd.ids[i] = first + uint64(i)
