@@ -40,6 +40,11 @@ type Config struct {
 	// is missing; each next one doubles, capped at the target's renewal
 	// interval. Default 500 ms.
 	RingRetry time.Duration
+	// RingJitter stretches each target's ring schedule by up to this
+	// fraction, by a hash of sender, target and seq, so that senders whose
+	// rings collided in one doorbell (a fan-in) do not ring it together
+	// again. Default DefaultRingJitter; negative: none.
+	RingJitter float64
 	// CanReset says a watchdog can reset this host. Without one a WD_RESET
 	// is acked "reset-unavailable" (and still delivered to listeners).
 	CanReset bool
@@ -97,6 +102,9 @@ func (c *Config) validate() error {
 	if c.RingRetry == 0 {
 		c.RingRetry = DefaultRingRetry
 	}
+	if c.RingJitter == 0 {
+		c.RingJitter = DefaultRingJitter
+	}
 	if c.MaxOutbox == 0 {
 		c.MaxOutbox = 1024
 	}
@@ -114,6 +122,9 @@ func (c *Config) validate() error {
 
 // DefaultRingRetry is Config.RingRetry's default.
 const DefaultRingRetry = 500 * time.Millisecond
+
+// DefaultRingJitter is Config.RingJitter's default.
+const DefaultRingJitter = 0.5
 
 // PeerState is a host's liveness as the driver computes it (sanlock's
 // host states; delta.HostState has the same values).

@@ -24,8 +24,10 @@ import (
 //     that runs sanlock-msg (its sector carries our marker); plain sanlock
 //     hosts do not read doorbells and are served by their renewals. A ring
 //     is a hint: while a target has not acked, it is rung again after
-//     max(RingRetry, 2·P), then after twice that, and so on, each interval
-//     capped at the target's renewal interval (P is the doorbell poll
+//     max(RingRetry, 2·P) stretched by up to RingJitter (by default half:
+//     senders whose rings collided do not collide again), then after twice that,
+//     and so on, each interval capped at the target's renewal interval
+//     (P is the doorbell poll
 //     interval, SetPollInterval: peers of one area poll about as often). A
 //     lost ring costs latency, never correctness: renewals read every
 //     sender's sector anyway.
@@ -33,6 +35,9 @@ import (
 //     P/2, P and 3P/2 after each ring (a target that cannot ack, once, 3P/2
 //     after each ring, to see it renew), so a waiting sender reads a few
 //     sectors per awaited target and receiver poll, never the whole area.
+//   - An ack that had to wait for an entry of our full ack table (a
+//     fan-in: more senders than entries) rings its sender's doorbell once
+//     it is on disk, so that the sender reads it while it is there.
 //   - For a while after a message was sent or delivered (ActiveWindow, and
 //     at least 4·P), Plan.Fast asks the driver to poll our doorbell five
 //     times as often: a conversation's next message is found within P/5.
@@ -217,6 +222,7 @@ func (m *Machine) Rang(now time.Time, targets []uint64, err error) {
 	} else {
 		m.bell.stats.RingsSent += int64(len(targets))
 	}
+	m.rangAcks(targets)
 	if m.cur == nil {
 		return
 	}
@@ -246,9 +252,14 @@ func (m *Machine) Plan(now time.Time) Plan {
 		}
 	}
 	m.planHeld(now, &p)
+	if t := m.ackWaitNext(); !t.IsZero() {
+		p.later(t)
+	}
+	p.Ring = append(p.Ring, m.ackRings()...)
 	slices.Sort(p.Read)
 	p.Read = slices.Compact(p.Read)
 	slices.Sort(p.Ring)
+	p.Ring = slices.Compact(p.Ring)
 	return p
 }
 
@@ -261,7 +272,11 @@ func (m *Machine) planTarget(now time.Time, o *outMsg, t *target, p *Plan) {
 		io = time.Duration(pp.io) * time.Second
 	}
 	poll := m.pollInterval()
-	a := attempts{start: o.sentAt, first: max(m.cfg.RingRetry, 2*poll), cap: 2*io + 500*time.Millisecond}
+	first := max(m.cfg.RingRetry, 2*poll)
+	if j := m.cfg.RingJitter; j > 0 {
+		first += time.Duration(float64(first) * j * ringJitter(m.cfg.HostID, t.id, o.seq))
+	}
+	a := attempts{start: o.sentAt, first: first, cap: 2*io + 500*time.Millisecond}
 	_, begin, next := a.at(now)
 	ringable := m.cfg.Doorbells > 0 && pp != nil && pp.ours && (pp.state == PeerLive || pp.state == PeerUnknown)
 	if ringable {
@@ -310,6 +325,19 @@ func (p *Plan) later(t time.Time) {
 	if p.Next.IsZero() || t.Before(p.Next) {
 		p.Next = t
 	}
+}
+
+// ringJitter returns a fraction in [0, 1) of Config.RingJitter that
+// stretches the ring schedule of one message to one target: senders that rang one doorbell at
+// the same moment (a fan-in), and overwrote each other's rings, do not
+// ring again all at the same moment. It is a hash, not a random number, so
+// that the machine stays deterministic.
+func ringJitter(self, target, seq uint64) float64 {
+	x := self*0x9e3779b97f4a7c15 ^ target*0xbf58476d1ce4e5b9 ^ seq*0x94d049bb133111eb
+	x ^= x >> 31
+	x *= 0xd6e8feb8a3b1c2d5
+	x ^= x >> 29
+	return float64(x>>11) / float64(1<<53)
 }
 
 // attempts is a target's ring schedule: attempt 0 when the message reached

@@ -47,7 +47,7 @@ type Stats struct {
 	BadExt                   int64 // peer sectors ignored: extension CRC/version failed
 	BadSector                int64 // peer sectors ignored: leader checks failed
 	AckEvictions             int64 // ack entries evicted from a full table
-	AckDeferred              int64 // acks that waited for a free entry
+	AckDeferred              int64 // acks that waited for a free entry (their sender is rung once one is written)
 	HeldBack                 int64 // messages left on their sender's disk for a while: no listener room, or the join grace
 	Returned                 int64 // deliveries the driver gave back (Return); they are delivered again
 	Redelivered              int64 // deliveries of a message handed out before
@@ -78,6 +78,7 @@ type Machine struct {
 	start     time.Time // first Observe: the listener grace counts from it
 	holding   bool      // our sector says we hold messages back
 	acks      []*ackEntry
+	ackWait   []*leader.Ack // acks waiting for an entry, in arrival order (acks.go)
 	reset     *resetState
 
 	bell bellState // our doorbell (doorbell.go)
@@ -180,6 +181,7 @@ type target struct {
 type ackEntry struct {
 	ack     leader.Ack
 	written time.Time // when it first reached the disk; zero if not yet
+	ring    bool      // it waited for its entry: ring its sender once it is on disk
 }
 
 type resetState struct {

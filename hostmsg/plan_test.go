@@ -22,7 +22,7 @@ type planHost struct {
 
 func newPlanHost(t *testing.T, id uint64, doorbells int) *planHost {
 	t.Helper()
-	m, err := hostmsg.New(hostmsg.Config{HostID: id, Generation: 1, SectorSize: 512, MaxHosts: 2000, Doorbells: doorbells})
+	m, err := hostmsg.New(hostmsg.Config{HostID: id, Generation: 1, SectorSize: 512, MaxHosts: 2000, Doorbells: doorbells, RingJitter: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestPlanHeld(t *testing.T) {
 		Ext: &leader.Extension{Version: leader.ExtVersion, Seq: 1, Origin: 1}}
 	msg.Bitmap.Set(1)
 
-	m, err := hostmsg.New(hostmsg.Config{HostID: 1, Generation: 1, SectorSize: 512, MaxHosts: 2000, Doorbells: 48,
+	m, err := hostmsg.New(hostmsg.Config{HostID: 1, Generation: 1, SectorSize: 512, MaxHosts: 2000, Doorbells: 48, RingJitter: -1,
 		ListenerGrace: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -356,5 +356,67 @@ func TestPlanHeld(t *testing.T) {
 	h.m.Observe(h.at(6*time.Second), []hostmsg.Peer{h.peer(4, true, false, msg)})
 	if rd := h.m.Ready(); len(rd.Deliveries) != 1 {
 		t.Fatalf("room back: %+v", rd)
+	}
+}
+
+// TestPlanAckWait: a receiver whose four-entry ack table (512-byte
+// sectors) holds acks that their senders still need, and that have not
+// been on disk for AckHold (1 s), keeps a fifth sender's ack waiting,
+// places it without any further read once the oldest entry may go, and
+// then rings that sender's doorbell: the sender's own reading schedule
+// may be over by then.
+func TestPlanAckWait(t *testing.T) {
+	h := newPlanHost(t, 1, 48)
+	msg := func(seq uint64) hostmsg.Payload {
+		p := hostmsg.Payload{WriteGeneration: uint64(leader.EventUser0), Ext: &leader.Extension{Version: leader.ExtVersion, Seq: seq, Origin: 1}}
+		p.Bitmap.Set(1)
+		return p
+	}
+	var peers []hostmsg.Peer
+	for id := uint64(2); id <= 6; id++ {
+		peers = append(peers, h.peer(id, true, false, hostmsg.Payload{}))
+	}
+	h.m.ObserveArea(h.at(0), peers)
+	// Four senders, then a fifth, each with one message for us.
+	peers = peers[:0]
+	for id := uint64(2); id <= 5; id++ {
+		peers = append(peers, h.peer(id, true, true, msg(1)))
+	}
+	h.m.Observe(h.at(time.Second), peers)
+	ackAll(t, h, time.Second)
+	if p, urgent := h.m.Payload(h.at(time.Second)); !urgent || len(p.Ext.Acks) != 4 {
+		t.Fatalf("four messages: our payload acks %v (urgent %v), want four", p.Ext.Acks, urgent)
+	}
+	h.m.Written(h.at(time.Second), nil)
+	h.m.Observe(h.at(1200*time.Millisecond), []hostmsg.Peer{h.peer(6, true, true, msg(1))})
+	ackAll(t, h, 1200*time.Millisecond)
+	if p, _ := h.m.Payload(h.at(1200 * time.Millisecond)); slices.ContainsFunc(p.Ext.Acks, func(a leader.Ack) bool { return a.HostID == 6 }) {
+		t.Fatalf("the fifth ack took an entry still needed and on disk for 0.2 s only: %v", p.Ext.Acks)
+	}
+	if st := h.m.Stats(); st.AckDeferred != 1 {
+		t.Fatalf("stats %+v, want one ack deferred", st)
+	}
+	// It waits until the first entries have been on disk for AckHold.
+	wantPlan(t, h, 1200*time.Millisecond, "read=[] ring=[] next=2s fast")
+	h.m.Tick(h.at(2 * time.Second))
+	p, urgent := h.m.Payload(h.at(2 * time.Second))
+	if !urgent || !slices.ContainsFunc(p.Ext.Acks, func(a leader.Ack) bool { return a.HostID == 6 && a.Seq == 1 }) {
+		t.Fatalf("at 2 s our payload acks %v (urgent %v), want host 6's seq 1", p.Ext.Acks, urgent)
+	}
+	wantPlan(t, h, 2*time.Second, "read=[] ring=[] fast")
+	h.m.Written(h.at(2*time.Second), nil)
+	// On disk: its sender is rung, once.
+	wantPlan(t, h, 2*time.Second, "read=[] ring=[6] fast")
+	h.m.Rang(h.at(2*time.Second), []uint64{6}, nil)
+	wantPlan(t, h, 2*time.Second, "read=[] ring=[] fast")
+}
+
+// ackAll acks, as the driver does, every delivery h has ready.
+func ackAll(t *testing.T, h *planHost, d time.Duration) {
+	t.Helper()
+	for _, dl := range h.m.Ready().Deliveries {
+		if err := h.m.Ack(h.at(d), dl.ID(), leader.StatusDelivered); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -355,6 +355,9 @@ func (m *Machine) progress(now time.Time) {
 		}
 	}
 	m.promote(now)
+	if len(m.ackWait) > 0 {
+		m.fillAcks(now)
+	}
 }
 
 // expire ends the messages in list that are not on disk but whose targets
