@@ -20,12 +20,14 @@ const (
 	RuleNotEnded = "not-ended"
 	// RuleNoReason: a target failed and the result gives no reason.
 	RuleNoReason = "failed-without-reason"
-	// RuleFailed: with Options.NoFailures, a target failed at all.
+	// RuleFailed: with Options.NoFailures, a target failed at all (but
+	// see Report.Processed).
 	RuleFailed = "failed"
 	// RuleDuplicate: a listener slot printed an id again outside the
 	// crash window: not flagged redelivered, or with no kill of the
-	// receiver (its daemon, or a manual-ack listener) after the first
-	// delivery was read and before the sender saw the receiver's ack.
+	// receiver (its daemon, or a manual-ack listener: up to
+	// listenerGoneSlack before) after the first delivery was read and
+	// before the sender saw the receiver's ack.
 	RuleDuplicate = "duplicate"
 	// RuleOrder: a listener printed a sender's messages (one sender
 	// host and origin) out of seq order.
@@ -92,6 +94,11 @@ type Report struct {
 	// Failed counts (message, target) pairs that ended failed, by
 	// outcome ("acked/no-listener", "timeout", ...).
 	Failed map[string]int
+	// Processed counts (message, target) pairs that ended
+	// processed-status-unknown after a crash of the sender's daemon, and
+	// reached the target: the sender's journal lost the outcome (the
+	// manual's DELIVERY section), not the message.
+	Processed int
 	// Lost and Duplicates count the violations of those rules.
 	Lost, Duplicates int
 	// Violations lists every broken promise.
@@ -112,9 +119,9 @@ func (r *Report) Summary() string {
 		failed = append(failed, fmt.Sprintf("%s %d", k, n))
 	}
 	sort.Strings(failed)
-	return fmt.Sprintf("kills (%s), joins %d, sends %d, messages %d (%d targets), deliveries %d, redeliveries in the window %d (flagged records %d), failed targets [%s], lost %d, duplicates %d, violations %d",
+	return fmt.Sprintf("kills (%s), joins %d, sends %d, messages %d (%d targets), deliveries %d, redeliveries in the window %d (flagged records %d), processed-status-unknown after a sender crash %d, failed targets [%s], lost %d, duplicates %d, violations %d",
 		strings.Join(kills, ", "), r.Joins, r.Attempts, r.Messages, r.Targets, r.Deliveries, r.Redeliveries, r.Flagged,
-		strings.Join(failed, ", "), r.Lost, r.Duplicates, len(r.Violations))
+		r.Processed, strings.Join(failed, ", "), r.Lost, r.Duplicates, len(r.Violations))
 }
 
 func (r *Report) violate(rule, id string, host uint64, format string, args ...any) {
@@ -129,14 +136,30 @@ func (r *Report) violate(rule, id string, host uint64, format string, args ...an
 
 // message is what the history says of one accepted message.
 type message struct {
-	id      string
-	host    uint64 // its sender
-	targets []uint64
-	data    uint64
-	known   bool                // an accept or a journal told its targets and data
-	final   *Event              // its final state
-	results []*Event            // the results send --wait printed
-	got     map[uint64][]*Event // its records, by receiving host
+	id       string
+	host     uint64 // its sender
+	targets  []uint64
+	data     uint64
+	known    bool                // an accept or a journal told its targets and data
+	accepted time.Time           // when send printed its id (zero: found in a journal)
+	final    *Event              // its final state
+	results  []*Event            // the results send --wait printed
+	got      map[uint64][]*Event // its records, by receiving host
+}
+
+// outcomeProcessed is the outcome of a target that had acked a later
+// message of the same origin: it processed this one, how is not known.
+const outcomeProcessed = "processed-status-unknown"
+
+// senderCrashed reports whether the sender's daemon was killed after m was
+// accepted (before its final state was asked).
+func senderCrashed(m *message, kills []*Event) bool {
+	for _, k := range kills {
+		if k.What == KillDaemon && k.T.After(m.accepted) && (m.final == nil || k.T.Before(m.final.T)) {
+			return true
+		}
+	}
+	return false
 }
 
 // ackAt returns when the sender saw host's ack, if its final result says
@@ -175,6 +198,9 @@ func Check(events []Event, opt Options) *Report {
 			return
 		}
 		m.known, m.host, m.targets, m.data = true, e.Host, sorted(e.Targets), e.Data
+		if e.Kind == KindAccept {
+			m.accepted = e.T
+		}
 	}
 	type attemptKey struct {
 		client string
@@ -232,15 +258,16 @@ func Check(events []Event, opt Options) *Report {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		r.checkMessage(msgs[id], opt)
+		r.checkMessage(msgs[id], opt, kills[msgs[id].host])
 	}
 	sort.SliceStable(r.Violations, func(i, j int) bool { return r.Violations[i].Rule < r.Violations[j].Rule })
 	return r
 }
 
 // checkMessage checks that one accepted message ended, and reached each
-// target or failed for it with a reason.
-func (r *Report) checkMessage(m *message, opt Options) {
+// target or failed for it with a reason. senderKills are the kills at its
+// sender's host.
+func (r *Report) checkMessage(m *message, opt Options, senderKills []*Event) {
 	if !m.known {
 		return // records of an id no one accepted: checkRecords said so
 	}
@@ -271,6 +298,11 @@ func (r *Report) checkMessage(m *message, opt Options) {
 		}
 		got := len(m.got[h]) > 0
 		switch {
+		case ts != nil && ts.Outcome == outcomeProcessed && got && senderCrashed(m, senderKills):
+			// The documented window: the sender's daemon died after
+			// the target acked but before its journal recorded the
+			// outcome; the resent message finds a later ack there.
+			r.Processed++
 		case ts != nil && !ts.OK:
 			key := ts.Outcome
 			if ts.Status != "" {
@@ -392,6 +424,11 @@ func (r *Report) checkRecords(records []*Event, msgs map[string]*message, kills 
 	}
 }
 
+// listenerGoneSlack is how long before the daemon's first read of a
+// message a manual-ack listener's kill still counts as after it (the
+// daemon had not seen its connection close yet).
+const listenerGoneSlack = time.Second
+
 // checkRepeat checks a listener slot's second print of an id (cur after
 // prev): it must be flagged redelivered and follow a kill of the receiver
 // (its daemon, or a listener that acks by hand) that happened after the
@@ -416,7 +453,15 @@ func (r *Report) checkRepeat(prev, cur *Event, m *message, kills []*Event) {
 		if k.What != KillDaemon && !(k.What == KillListener && k.Manual) {
 			continue
 		}
-		if !k.T.After(prev.Rec.Time) || !k.T.Before(cur.T) {
+		from := prev.Rec.Time
+		if k.What == KillListener {
+			// The daemon learns of a killed listener when its
+			// connection closes, a little after the SIGKILL: one
+			// killed just before the first read may still have
+			// taken the message then.
+			from = from.Add(-listenerGoneSlack)
+		}
+		if !k.T.After(from) || !k.T.Before(cur.T) {
 			continue
 		}
 		if acked && ackAt.Before(k.T) {

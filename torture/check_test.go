@@ -1,6 +1,7 @@
 package torture
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -66,6 +67,12 @@ func acked(id string, ms int, targets map[uint64]uint64) *callback.SendReply {
 		r.Targets = append(r.Targets, callback.TargetStatus{HostID: h, Generation: targets[h], Outcome: "acked", Status: "delivered", OK: true, At: at(ms)})
 	}
 	return r
+}
+
+// processed makes a one-target result end processed-status-unknown.
+func processed(r *callback.SendReply) {
+	r.OK, r.Targets[0].OK, r.Targets[0].Outcome, r.Targets[0].Status = false, false, outcomeProcessed, ""
+	r.Error = fmt.Sprintf("host %d: processed-status-unknown", r.Targets[0].HostID)
 }
 
 func keys(m map[uint64]uint64) []uint64 {
@@ -191,6 +198,34 @@ func TestCheck_faults(t *testing.T) {
 			res := h.evs[h.find(t, isFinal("1:1:3"))].Result
 			res.Targets[0].At, res.Targets[0].Generation = at(242), 1
 		}, []string{RuleDuplicate}},
+		{"a manual-ack listener killed just before the first read", Options{}, func(t *testing.T, h *history) {
+			// Its daemon had not seen the connection close yet.
+			h.evs[h.find(t, func(e *Event) bool { return e.Kind == KindKill && e.What == KillListener })].T = at(2529)
+		}, nil},
+		{"a manual-ack listener killed long before the first read", Options{}, func(t *testing.T, h *history) {
+			h.evs[h.find(t, func(e *Event) bool { return e.Kind == KindKill && e.What == KillListener })].T = at(1000)
+		}, []string{RuleDuplicate}},
+		{"a daemon killed just before the first read", Options{}, func(t *testing.T, h *history) {
+			h.evs[h.find(t, isRecord(2, "1:1:3", false))].Rec.Time = at(246)
+			h.evs[h.find(t, isRecord(2, "1:1:3", false))].T = at(247)
+		}, []string{RuleDuplicate}},
+		{"processed-status-unknown after the sender's crash", Options{NoFailures: true}, func(t *testing.T, h *history) {
+			processed(h.evs[h.find(t, isFinal("1:1:2"))].Result)
+			h.add(Event{T: at(2000), Kind: KindKill, Host: 1, What: KillDaemon})
+		}, nil},
+		{"processed-status-unknown without a crash of the sender", Options{NoFailures: true}, func(t *testing.T, h *history) {
+			processed(h.evs[h.find(t, isFinal("1:1:2"))].Result)
+		}, []string{RuleFailed}},
+		{"processed-status-unknown after a crash before the send", Options{NoFailures: true}, func(t *testing.T, h *history) {
+			processed(h.evs[h.find(t, isFinal("1:1:2"))].Result)
+			h.add(Event{T: at(50), Kind: KindKill, Host: 1, What: KillDaemon})
+		}, []string{RuleFailed}},
+		{"processed-status-unknown, never printed", Options{NoFailures: true}, func(t *testing.T, h *history) {
+			processed(h.evs[h.find(t, isFinal("1:1:2"))].Result)
+			h.add(Event{T: at(2000), Kind: KindKill, Host: 1, What: KillDaemon})
+			i := h.find(t, isRecord(2, "1:1:2", false))
+			h.evs = slices.Delete(h.evs, i, i+1)
+		}, []string{RuleFailed}},
 		{"an auto-ack listener's kill does not explain a repeat", Options{}, func(t *testing.T, h *history) {
 			h.evs[h.find(t, func(e *Event) bool { return e.Kind == KindKill && e.What == KillListener })].Manual = false
 		}, []string{RuleDuplicate}},
