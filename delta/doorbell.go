@@ -63,7 +63,7 @@ func (a *Area) spareRange() (int64, int) {
 func (ls *Lockspace) pollDoorbell(ctx context.Context) {
 	g := ls.area.Geo
 	idx := g.DoorbellIndex(ls.cfg.HostID)
-	buf, err := ls.readScratch(ctx, ls.area.doorbellOffset(idx), g.SectorSize)
+	buf, err := ls.readSector(ctx, ls.area.doorbellOffset(idx))
 	ls.mu.Lock()
 	ls.bell.Index = idx
 	ls.bell.Polls++

@@ -255,7 +255,7 @@ type Lockspace struct {
 	acq      *acquiring // non-nil while acquiring
 	lp       loopState
 	ringWarn map[int]bool // doorbells whose refusal was logged
-	rbuf     []byte       // the loop's read buffer (readScratch), MaxReadChunk bytes at most
+	sbuf     []byte       // the loop's sector buffer (readSector)
 
 	mu          sync.Mutex // guards everything below
 	joined      bool

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/sanlock-msg/sanlock-msg/leader"
@@ -519,26 +520,34 @@ func mergeRuns(ids []uint64, gap uint64) [][2]uint64 {
 
 // MaxReadChunk is the largest read of host sectors the loop does in one
 // I/O: a longer range (the used part of a 4096/8M area) is read in chunks
-// of this size, one after the other, into one buffer that is used again.
-// The bytes read are the same as in one I/O; the daemon's memory does not
-// grow by the area's size (8 MiB at 4096/8M) at every full read.
+// of this size, one after the other. The bytes read are the same as in one
+// I/O, but the daemon's memory does not grow by the area's size (8 MiB at
+// 4096/8M) at every full read.
 const MaxReadChunk = 1 << 20
 
-// readScratch reads n bytes (at most MaxReadChunk) at off into the loop's
-// buffer, which it returns: valid until the loop's next read. A buffer
-// whose read failed is dropped, not used again: a read that timed out may
-// still be filling it.
-func (ls *Lockspace) readScratch(ctx context.Context, off int64, n int) ([]byte, error) {
-	buf := ls.rbuf
-	if cap(buf) < n {
-		buf = AlignedBuffer(n)
+// chunkPool holds MaxReadChunk-sized aligned buffers for readRange, shared
+// by every lockspace of the process: one joined to many lockspaces does
+// not keep a buffer per lockspace, and an idle one keeps none (a Pool
+// empties itself across garbage collections).
+var chunkPool = sync.Pool{New: func() any {
+	b := AlignedBuffer(MaxReadChunk)
+	return &b
+}}
+
+// readSector reads one sector at off into the loop's own sector buffer,
+// which it returns: valid until the loop's next readSector. A buffer whose
+// read failed is dropped, not used again: a read that timed out may still
+// be filling it.
+func (ls *Lockspace) readSector(ctx context.Context, off int64) ([]byte, error) {
+	buf := ls.sbuf
+	if buf == nil {
+		buf = AlignedBuffer(ls.area.Geo.SectorSize)
 	}
-	buf = buf[:n]
-	ls.rbuf = nil
+	ls.sbuf = nil
 	if err := ls.area.IO.ReadInto(ctx, buf, off, ls.t.IO); err != nil {
 		return nil, err
 	}
-	ls.rbuf = buf
+	ls.sbuf = buf
 	return buf, nil
 }
 
@@ -547,14 +556,17 @@ func (ls *Lockspace) readRange(ctx context.Context, first, last uint64) (*reads,
 	g := ls.area.Geo
 	per := uint64(max(MaxReadChunk/g.SectorSize, 1))
 	rd := &reads{secs: make([]leader.Sector, 0, last-first+1)}
+	bp := chunkPool.Get().(*[]byte)
 	for lo := first; lo <= last; lo += per {
 		hi := min(lo+per-1, last)
-		buf, err := ls.readScratch(ctx, ls.area.HostOffset(lo), int(hi-lo+1)*g.SectorSize)
-		if err != nil {
+		buf := (*bp)[:int(hi-lo+1)*g.SectorSize]
+		if err := ls.area.IO.ReadInto(ctx, buf, ls.area.HostOffset(lo), ls.t.IO); err != nil {
+			// The buffer is dropped: a read that timed out may still fill it.
 			return nil, fmt.Errorf("delta: read hosts %d..%d: %w", first, last, err)
 		}
 		rd.secs = append(rd.secs, ls.area.DecodeHosts(buf)...)
 	}
+	chunkPool.Put(bp)
 	rd.ids = make([]uint64, len(rd.secs))
 	for i := range rd.secs {
 		rd.ids[i] = first + uint64(i)
