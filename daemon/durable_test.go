@@ -446,8 +446,13 @@ func TestMessages_damagedExtension(t *testing.T) {
 	} {
 		p.rx.Inject(f)
 	}
-	ctx := ctxT(t, time.Minute)
-	r, err := p.ca.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Wait: true})
+	ctx := ctxT(t, 2*time.Minute)
+	// Host 2 reads host 1's sector only at its renewals and when rung
+	// (rings back off to the renewal interval): ten damaged reads take
+	// about as long as the default send timeout, which is not what this
+	// test is about.
+	r, err := p.ca.Send(ctx, callback.SendRequest{Lockspace: "LS", Targets: []uint64{2}, Code: leader.EventUser0, Wait: true,
+		Timeout: time.Minute})
 	if err != nil || !r.OK {
 		t.Fatalf("send: %+v, %v", r, err)
 	}
