@@ -439,19 +439,10 @@ func TestDaemon_resetPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	wdFile := filepath.Join(t.TempDir(), "wd")
-	d, err := daemon.New(daemon.Config{RunDir: dir, StateDir: t.TempDir(), Watchdog: "fake:" + wdFile, WatchdogTimeout: 3 * time.Second,
-		OpenDevice: ds.open, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(context.Background()) }()
-	<-d.Ready()
-	c, err := callback.Dial(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	d := startDaemon(t, ds, func(c *daemon.Config) {
+		c.RunDir, c.Watchdog, c.WatchdogTimeout = dir, "fake:"+wdFile, 3*time.Second
+	})
+	c := d.dial(t)
 	st, err := c.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -464,9 +455,9 @@ func TestDaemon_resetPending(t *testing.T) {
 		t.Fatalf("add_lockspace with a reset pending: %v, want refused", err)
 	}
 	select {
-	case err := <-done:
-		if !errors.Is(err, watchdog.ErrFired) {
-			t.Fatalf("Run returned %v, want ErrFired", err)
+	case <-d.done:
+		if !errors.Is(d.runErr, watchdog.ErrFired) {
+			t.Fatalf("Run returned %v, want ErrFired", d.runErr)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the fake watchdog did not fire")
@@ -499,24 +490,14 @@ func TestDaemon_killedHolding(t *testing.T) {
 			ds := newDevices()
 			ds.lockspace(t, "img", "LS")
 			dir := t.TempDir()
-			start := func() (*daemon.Daemon, chan error, *callback.Client) {
-				d, err := daemon.New(daemon.Config{RunDir: dir, StateDir: t.TempDir(),
-					Watchdog: "fake:" + filepath.Join(t.TempDir(), "wd"), WatchdogTimeout: 3 * time.Second,
-					OpenDevice: ds.open, Logger: testLogger(t), HostName: "host-a"})
-				if err != nil {
-					t.Fatal(err)
-				}
-				done := make(chan error, 1)
-				go func() { done <- d.Run(context.Background()) }()
-				<-d.Ready()
-				c, err := callback.Dial(context.Background(), dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { c.Close() })
-				return d, done, c
+			start := func() (*testDaemon, *callback.Client) {
+				td := startDaemon(t, ds, func(c *daemon.Config) {
+					c.RunDir, c.HostName = dir, "host-a"
+					c.Watchdog, c.WatchdogTimeout = "fake:"+filepath.Join(t.TempDir(), "wd"), 3*time.Second
+				})
+				return td, td.dial(t)
 			}
-			d, done, c := start()
+			d, c := start()
 			if _, err := c.AddLockspace(ctxT(t, time.Minute), "LS:1:img:0", callback.AddOptions{IOTimeout: time.Second}); err != nil {
 				t.Fatal(err)
 			}
@@ -526,9 +507,9 @@ func TestDaemon_killedHolding(t *testing.T) {
 				}
 			}
 			d.Kill()
-			<-done
+			<-d.done
 
-			d2, done2, c2 := start()
+			d2, c2 := start()
 			st, err := c2.Status(context.Background())
 			if err != nil {
 				t.Fatal(err)
@@ -543,7 +524,7 @@ func TestDaemon_killedHolding(t *testing.T) {
 				if err := d2.Shutdown(context.Background(), true); err != nil {
 					t.Fatal(err)
 				}
-				<-done2
+				<-d2.done
 				return
 			}
 			if st.Watchdog.Feeding || !st.Watchdog.Reset || !strings.Contains(st.Watchdog.Decision, "without releasing lockspaces LS") {
@@ -553,9 +534,9 @@ func TestDaemon_killedHolding(t *testing.T) {
 				t.Fatalf("add_lockspace with a reset pending: %v, want refused", err)
 			}
 			select {
-			case err := <-done2:
-				if !errors.Is(err, watchdog.ErrFired) {
-					t.Fatalf("Run returned %v, want ErrFired", err)
+			case <-d2.done:
+				if !errors.Is(d2.runErr, watchdog.ErrFired) {
+					t.Fatalf("Run returned %v, want ErrFired", d2.runErr)
 				}
 			case <-time.After(20 * time.Second):
 				t.Fatal("the fake watchdog did not fire")
