@@ -11,12 +11,20 @@ import (
 // origin covering seq (it may have been evicted before the sender saw
 // it).
 func (m *Machine) ensureAck(now time.Time, host uint64, o16 uint16, seq uint64, st leader.AckStatus) {
+	if !m.ackCovered(host, o16, seq) {
+		m.setAck(now, host, o16, seq, st)
+	}
+}
+
+// ackCovered reports whether our ack table holds an entry for the source
+// and origin covering seq.
+func (m *Machine) ackCovered(host uint64, o16 uint16, seq uint64) bool {
 	for _, e := range m.acks {
 		if e.ack.HostID == host && e.ack.Gen16 == o16 && e.ack.Seq >= seq {
-			return
+			return true
 		}
 	}
-	m.setAck(now, host, o16, seq, st)
+	return false
 }
 
 // setAck records an ack in our table: it replaces the source's entry
@@ -116,12 +124,7 @@ func (m *Machine) ackWanted(a *leader.Ack) bool {
 	if p := m.peers[a.HostID]; p == nil || p.state == PeerDead || p.state == PeerFree {
 		return false
 	}
-	for _, e := range m.acks {
-		if e.ack.HostID == a.HostID && e.ack.Gen16 == a.Gen16 && e.ack.Seq >= a.Seq {
-			return false
-		}
-	}
-	return true
+	return !m.ackCovered(a.HostID, a.Gen16, a.Seq)
 }
 
 // ackWaitNext returns when the first waiting ack can take an entry (the

@@ -25,12 +25,11 @@ import (
 //     hosts do not read doorbells and are served by their renewals. A ring
 //     is a hint: while a target has not acked, it is rung again after
 //     max(RingRetry, 2·P) stretched by up to RingJitter (by default half:
-//     senders whose rings collided do not collide again), then after twice that,
-//     and so on, each interval capped at the target's renewal interval
-//     (P is the doorbell poll
-//     interval, SetPollInterval: peers of one area poll about as often). A
-//     lost ring costs latency, never correctness: renewals read every
-//     sender's sector anyway.
+//     senders whose rings collided do not collide again), then after
+//     twice that, and so on, each interval capped at the target's renewal
+//     interval (P is the doorbell poll interval, SetPollInterval: peers of
+//     one area poll about as often). A lost ring costs latency, never
+//     correctness: renewals read every sender's sector anyway.
 //   - While a target's ack is missing, Plan.Read names it 50 and 100 ms,
 //     P/2, P and 3P/2 after each ring (a target that cannot ack, once, 3P/2
 //     after each ring, to see it renew), so a waiting sender reads a few
@@ -328,9 +327,9 @@ func (p *Plan) later(t time.Time) {
 }
 
 // ringJitter returns a fraction in [0, 1) of Config.RingJitter that
-// stretches the ring schedule of one message to one target: senders that rang one doorbell at
-// the same moment (a fan-in), and overwrote each other's rings, do not
-// ring again all at the same moment. It is a hash, not a random number, so
+// stretches the ring schedule of one message to one target: senders that
+// rang one doorbell at the same moment (a fan-in), and overwrote each
+// other's rings, do not ring again all at the same moment. It is a hash, not a random number, so
 // that the machine stays deterministic.
 func ringJitter(self, target, seq uint64) float64 {
 	x := self*0x9e3779b97f4a7c15 ^ target*0xbf58476d1ce4e5b9 ^ seq*0x94d049bb133111eb
